@@ -1,0 +1,25 @@
+"""``bids-boldsr-bench``: benchmarks users can rerun on their own data.
+
+Each sub-command lives in its own module (``sr``, ``register``, ``segment``) exposing
+``main(argv) -> int``.
+"""
+import importlib
+import sys
+
+COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
+            "register": "registration vs. ANTs SyN on labelled pairs",
+            "segment": "cerebellar segmentation Dice against FreeSurfer aseg"}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<10} {what}" for name, what in COMMANDS.items()]
+        print("usage: bids-boldsr-bench {sr,register,segment} [options]\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 64
+    module = importlib.import_module(f"bids_boldsr.bench.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
