@@ -1,0 +1,219 @@
+"""pybids queries, dataset checks, derivative naming and dataset_description.json."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .atomic import atomic_write_text
+from .errors import BadInputData, InputMissing, NoDataSelected, ValidationError
+
+# BIDS entity order for derivative file names (BIDS specification, appendix "entity table").
+ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
+                "from", "to", "mode", "hemi", "space", "res", "den", "label", "desc")
+PYBIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq",
+               "ceagent": "ce", "reconstruction": "rec", "direction": "dir", "run": "run",
+               "echo": "echo", "part": "part"}
+
+
+@dataclass(frozen=True)
+class BoldRun:
+    path: Path
+    entities: dict           # BIDS short keys (sub, ses, task, run...) of the source file
+    repetition_time: float
+    task_name: str
+    n_volumes: int
+    metadata: dict
+
+
+def check_dataset(bids_dir: Path) -> None:
+    """Fail with exit 66 when the dataset folder is missing or unreadable."""
+    if not bids_dir.is_dir():
+        raise InputMissing(f"BIDS dataset folder {bids_dir} does not exist")
+    if not os.access(bids_dir, os.R_OK | os.X_OK):
+        raise InputMissing(f"BIDS dataset folder {bids_dir} is not readable")
+
+
+def validate_dataset(bids_dir: Path) -> list[str]:
+    """Check the essentials of the BIDS layout; return warnings, raise ValidationError (exit 16).
+
+    Uses the BIDS path validator (``bids_validator``) for file names; the full schema
+    validator is a separate (node.js/deno) program, not needed to run.
+    """
+    from bids_validator import BIDSValidator
+
+    desc = bids_dir / "dataset_description.json"
+    problems = []
+    if not desc.is_file():
+        problems.append("dataset_description.json is missing")
+    else:
+        try:
+            info = json.loads(desc.read_text())
+            for key in ("Name", "BIDSVersion"):
+                if key not in info:
+                    problems.append(f"dataset_description.json lacks the required field {key}")
+        except json.JSONDecodeError as exc:
+            problems.append(f"dataset_description.json is not valid JSON ({exc})")
+    subjects = sorted(p.name for p in bids_dir.glob("sub-*") if p.is_dir())
+    if not subjects:
+        problems.append("no sub-<label> folders")
+    validator, ignored = BIDSValidator(), _bidsignore(bids_dir)
+    bad = []
+    for sub in subjects:
+        for root, _, files in os.walk(bids_dir / sub):
+            for name in files:
+                rel = "/" + str(Path(root, name).relative_to(bids_dir))
+                if not validator.is_bids(rel) and not any(Path(rel[1:]).match(g) for g in ignored):
+                    bad.append(rel)
+    if bad:
+        problems.append(f"{len(bad)} file name(s) are not valid BIDS, e.g. {bad[0]}")
+    if problems:
+        raise ValidationError("BIDS validation failed: " + "; ".join(problems)
+                              + " (use --skip-bids-validation to run anyway)")
+    return []
+
+
+def _bidsignore(bids_dir: Path) -> list[str]:
+    f = bids_dir / ".bidsignore"
+    if not f.is_file():
+        return []
+    return [line.strip().rstrip("/") + ("*" if line.strip().endswith("/") else "")
+            for line in f.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _dataset_fingerprint(bids_dir: Path) -> str:
+    """Hash of file names, sizes and mtimes: a changed dataset gets a fresh pybids index."""
+    h = hashlib.sha1()
+    for root, dirs, files in os.walk(bids_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("derivatives",))
+        for name in sorted(files):
+            st = os.stat(Path(root, name))
+            h.update(f"{Path(root, name).relative_to(bids_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_layout(bids_dir: Path, work_dir: Path):
+    """A pybids layout whose index database lives in the work dir (never in the dataset)."""
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+
+    db = work_dir / "bids_db" / _dataset_fingerprint(bids_dir)
+    indexer = BIDSLayoutIndexer(validate=False, ignore=("code", "stimuli", "sourcedata",
+                                                        "derivatives", "models"))
+    return BIDSLayout(str(bids_dir), indexer=indexer, database_path=str(db),
+                      reset_database=False)
+
+
+def select_participants(layout, labels) -> list[str]:
+    available = sorted(layout.get_subjects())
+    if not labels:
+        if not available:
+            raise NoDataSelected("the dataset has no participants")
+        return available
+    missing = sorted(set(labels) - set(available))
+    if missing:
+        raise NoDataSelected(f"participant(s) {', '.join(missing)} not found in the dataset "
+                             f"(available: {', '.join(available) or 'none'})")
+    return sorted(labels)
+
+
+def collect_data(layout, subject: str, tasks=(), filters=None) -> dict:
+    """BOLD runs (checked) and the T1w (or None) of one participant."""
+    filters = filters or {}
+    query = {"subject": subject, "datatype": "func", "suffix": "bold",
+             "extension": [".nii", ".nii.gz"], **filters.get("bold", {})}
+    if tasks:
+        query["task"] = list(tasks)
+    bold_files = sorted(layout.get(return_type="file", **query))
+    t1w_query = {"subject": subject, "datatype": "anat", "suffix": "T1w",
+                 "extension": [".nii", ".nii.gz"], **filters.get("t1w", {})}
+    t1w_files = sorted(layout.get(return_type="file", **t1w_query))
+    return {"bold": [bold_run(layout, f) for f in bold_files],
+            "t1w": Path(t1w_files[0]) if t1w_files else None}
+
+
+def bold_run(layout, path) -> BoldRun:
+    """Read and check one BOLD run's header and metadata (exit 65 on bad data)."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(path)
+        shape = img.shape
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt files
+        raise BadInputData(f"{path.name}: cannot read the image ({exc})") from None
+    if len(shape) != 4 or shape[3] < 2:
+        raise BadInputData(f"{path.name}: BOLD must be 4-D with at least 2 volumes, got shape {shape}")
+    meta = layout.get_metadata(str(path)) if layout is not None else {}
+    tr = meta.get("RepetitionTime")
+    if tr is None:
+        zooms = img.header.get_zooms()
+        units = img.header.get_xyzt_units()[1]
+        tr = float(zooms[3]) / (1000.0 if units == "msec" else 1.0)
+    if not tr or tr <= 0:
+        raise BadInputData(f"{path.name}: no RepetitionTime in the sidecar or header")
+    ents = entities_of(path)
+    return BoldRun(path=path, entities=ents, repetition_time=float(tr),
+                   task_name=meta.get("TaskName", ents.get("task", "")), n_volumes=int(shape[3]),
+                   metadata=dict(meta))
+
+
+def entities_of(path) -> dict:
+    """BIDS short-key entities of a file name (``sub-01_task-x_run-1_bold.nii.gz``)."""
+    from bids.layout import parse_file_entities
+
+    parsed = parse_file_entities(str(path))
+    out = {PYBIDS_KEYS[k]: str(v) for k, v in parsed.items() if k in PYBIDS_KEYS}
+    if "run" in out:  # keep the source's zero padding
+        for part in Path(path).name.split("_"):
+            if part.startswith("run-"):
+                out["run"] = part[4:]
+    return out
+
+
+def derivative_name(entities: dict, suffix: str, extension: str, **extra) -> str:
+    ents = {**entities, **{k: v for k, v in extra.items() if v is not None}}
+    parts = [f"{k}-{ents[k]}" for k in ENTITY_ORDER if ents.get(k) not in (None, "")]
+    return "_".join(parts + [suffix]) + extension
+
+
+def derivative_path(output_dir: Path, entities: dict, datatype: str, suffix: str,
+                    extension: str, **extra) -> Path:
+    """``<out>/sub-X[/ses-Y]/<datatype>/<name>`` for the given entities."""
+    folder = Path(output_dir) / f"sub-{entities['sub']}"
+    if entities.get("ses"):
+        folder /= f"ses-{entities['ses']}"
+    return folder / datatype / derivative_name(entities, suffix, extension, **extra)
+
+
+BIDSIGNORE = ["*.html", "logs/", "figures/", "sub-*/figures/", "sub-*/log/",
+              "*_timeseries.tsv", "*_qc.json", "*_qc.tsv", "group_*"]
+
+
+def write_dataset_description(output_dir: Path, bids_dir: Path, container: str | None = None):
+    """dataset_description.json and .bidsignore for the derivatives (atomic; parallel-safe)."""
+    desc = {
+        "Name": "bids-boldsr: super-resolved BOLD, template registration and cerebellar labels",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "bids-boldsr", "Version": __version__,
+                         "CodeURL": "https://github.com/bids-boldsr/bids-boldsr"}],
+        "SourceDatasets": [{"URL": Path(bids_dir).absolute().as_uri()}],
+    }
+    src = Path(bids_dir) / "dataset_description.json"
+    if src.is_file():
+        try:
+            info = json.loads(src.read_text())
+            if info.get("DatasetDOI"):
+                desc["SourceDatasets"][0]["DOI"] = info["DatasetDOI"]
+            if info.get("Name"):
+                desc["SourceDatasets"][0]["Name"] = info["Name"]
+        except json.JSONDecodeError:
+            pass
+    if container:
+        desc["GeneratedBy"][0]["Container"] = {"Type": container}
+    atomic_write_text(Path(output_dir) / "dataset_description.json", json.dumps(desc, indent=2) + "\n")
+    atomic_write_text(Path(output_dir) / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")

@@ -1,0 +1,29 @@
+"""Methods text for the report ("citation boilerplate"), written from the settings actually used."""
+from __future__ import annotations
+
+from . import __version__
+
+
+def methods_text(config, has_t1w: bool) -> str:
+    size = (f"an isotropic voxel size of {config.sr_voxel_size} mm" if config.sr_voxel_size
+            else f"a factor of {config.sr_factor:g} along each axis (field of view preserved)")
+    sr = {"spline": "cubic B-spline interpolation (scipy.ndimage, order 3)",
+          "trilinear": "trilinear interpolation"}.get(config.sr_method, config.sr_method)
+    reg = ("the BOLD reference was registered to the T1w image (rigid, mutual information) and the "
+           "T1w to the template (affine, mutual information, template-based brain masking)"
+           if has_t1w else
+           "the BOLD reference was registered directly to the template (affine, mutual information)")
+    spaces = ", ".join(s for s in config.output_spaces if s != "bold") or "none"
+    return (
+        f"Data were processed with bids-boldsr {__version__} (pybids, Nipype, PyTorch, nibabel, "
+        f"nilearn, TemplateFlow). For each BOLD run a reference volume was computed as the median "
+        f"of the volumes least different from the run median, with an EPI brain mask (nilearn). "
+        f"Head motion was estimated by rigid registration of every volume to the reference "
+        f"(framewise displacement after Power et al., 2012). Each volume was super-resolved with "
+        f"{sr} to {size}, streamed volume by volume. For spatial normalisation {reg}. Head motion, "
+        f"coregistration and normalisation were composed and applied in a single interpolation "
+        f"to the super-resolved series (output spaces: {spaces}). Cerebellar lobules were labelled "
+        f"by pulling the AAL atlas (Tzourio-Mazoyer et al., 2002) cerebellar regions into native "
+        f"space through the inverse of the normalisation. The embedded template is the ICBM 2009a "
+        f"nonlinear symmetric MNI152 template (Fonov et al., 2009, 2011)."
+    )

@@ -1,0 +1,195 @@
+"""Entry point ``bids-boldsr``: checks, builds and runs the workflow; maps failures to exit codes."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import (EX_IOERR, EX_OK, BoldSRError, CannotCreateOutput, InputMissing,
+                      NoDataSelected, UsageError)
+
+LOG = logging.getLogger("bids_boldsr")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        code = _main(argv)
+    except BoldSRError as exc:
+        print(f"bids-boldsr: error: {exc}", file=sys.stderr)
+        code = exc.code
+    except KeyboardInterrupt:
+        print("bids-boldsr: interrupted", file=sys.stderr)
+        code = 130
+    except OSError as exc:
+        print(f"bids-boldsr: error: I/O error: {exc}", file=sys.stderr)
+        code = EX_IOERR
+    if __name__ == "__main__" or argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(argv) -> int:
+    from ..config import Config
+    from .parser import parse_args
+
+    opts = parse_args(argv)
+    bids_dir, output_dir = opts.bids_dir.absolute(), opts.output_dir.absolute()
+    work_dir = (opts.work_dir or Path.cwd() / "work").absolute()
+    _check_paths(bids_dir, output_dir, work_dir)
+    config = Config.create(
+        bids_dir=bids_dir, output_dir=output_dir, analysis_level=opts.analysis_level,
+        work_dir=work_dir, participant_label=tuple(opts.participant_label),
+        task=tuple(opts.task), bids_filters=opts.bids_filters,
+        nprocs=opts.nprocs or os.cpu_count() or 1, mem_gb=opts.mem_gb or _available_mem_gb(),
+        n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
+        sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
+        output_spaces=tuple(dict.fromkeys(opts.output_spaces)), random_seed=opts.random_seed,
+        skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
+    if config.analysis_level == "group":
+        from ..workflows.group import run_group
+
+        return run_group(config)
+    return run_participant(config)
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path) -> None:
+    from ..bids import check_dataset
+
+    check_dataset(bids_dir)
+    for label, path in (("output", output_dir), ("work", work_dir)):
+        if _inside(path, bids_dir):
+            raise UsageError(f"the {label} directory {path} is inside the input dataset; "
+                             "bids-boldsr never writes into bids_dir (choose another folder)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CannotCreateOutput(f"cannot create the {label} directory {path}: "
+                                     f"{exc.strerror or exc}") from None
+        if not os.access(path, os.W_OK):
+            raise CannotCreateOutput(f"the {label} directory {path} is not writable")
+
+
+def _available_mem_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3 * 0.9
+    except (ValueError, OSError):
+        return 8.0
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BoldSRError("--device cuda was requested but no CUDA device is visible "
+                          "(in containers use --gpus all / apptainer --nv)", 75)
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def resolve_spaces(config):
+    """Template files for the output spaces, and the anchor template used for the atlas."""
+    from .. import templates as tpl
+
+    cache = config.work_dir
+    spaces = [tpl.parse_space(s) for s in config.output_spaces]
+    out = []
+    try:
+        for space in (s for s in spaces if s.is_template):
+            res = space.res if space.res is not None else 1
+            out.append({"space": space.name, "res": space.res,
+                        "space_label": space.name + (f"_res-{space.res}" if space.res else ""),
+                        "t1w": tpl.get_template_file(space.name, cache, resolution=res, suffix="T1w"),
+                        "mask": tpl.get_template_file(space.name, cache, resolution=res,
+                                                      desc="brain", suffix="mask")})
+        reg_res = 2 if config.sloppy else 1
+        anchor = {"space": tpl.EMBEDDED,
+                  "t1w": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res, suffix="T1w"),
+                  "mask": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res,
+                                                desc="brain", suffix="mask"),
+                  "atlas": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res,
+                                                 atlas="AAL", desc="cerebellum", suffix="dseg")}
+        anchor["atlas_tsv"] = anchor["atlas"].parent / (
+            f"tpl-{tpl.EMBEDDED}_atlas-AAL_desc-cerebellum_dseg.tsv")
+    except tpl.TemplateError as exc:
+        raise InputMissing(str(exc)) from None
+    return out, anchor
+
+
+def run_participant(config) -> int:
+    from .. import bids
+    from ..workflows.base import init_bids_boldsr_wf
+
+    if not config.skip_bids_validation:
+        bids.validate_dataset(config.bids_dir)
+    layout = bids.load_layout(config.bids_dir, config.work_dir)
+    subjects = {}
+    for label in bids.select_participants(layout, config.participant_label):
+        data = bids.collect_data(layout, label, config.task, config.bids_filters)
+        if data["bold"]:
+            subjects[label] = data
+        else:
+            LOG.warning("sub-%s: no BOLD runs match the filters; skipped", label)
+    if not subjects:
+        raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    device = resolve_device(config.device)
+    templates, anchor = resolve_spaces(config)
+    bids.write_dataset_description(config.output_dir, config.bids_dir,
+                                   container=os.environ.get("BIDS_BOLDSR_CONTAINER"))
+    config_files, log_dirs = {}, {}
+    for label in subjects:
+        log_dirs[label] = config.output_dir / f"sub-{label}" / "log" / config.run_uuid
+        config_files[label] = config.to_json(log_dirs[label] / "config.json")
+    n_runs = sum(len(d["bold"]) for d in subjects.values())
+    LOG.info("%d participant(s), %d BOLD run(s); device %s; work dir %s", len(subjects), n_runs,
+             device, config.work_dir)
+    wf = init_bids_boldsr_wf(config, subjects, templates, anchor, device, config_files)
+    crash_dir = next(iter(log_dirs.values())) if len(log_dirs) == 1 else (
+        config.output_dir / "logs" / config.run_uuid)
+    wf.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+                                   "remove_unnecessary_outputs": False})
+    return _execute(wf, config, crash_dir)
+
+
+def _execute(wf, config, crash_dir) -> int:
+    started, ended = set(), []
+
+    def callback(node, status):
+        if status == "start":
+            started.add(node.fullname)
+        elif status == "end":
+            ended.append(node.fullname)
+
+    t0 = time.monotonic()
+    try:
+        wf.run(plugin="MultiProc", plugin_args={
+            "n_procs": config.nprocs, "memory_gb": config.mem_gb,
+            "n_gpu_procs": config.n_gpu_procs, "status_callback": callback,
+            "raise_insufficient": False})
+    except RuntimeError as exc:
+        if "Workflow did not execute cleanly" in str(exc):
+            raise BoldSRError(f"some processing steps failed; crash reports in {crash_dir}") from None
+        raise
+    elapsed = time.monotonic() - t0
+    reused = sum(1 for n in ended if n not in started)
+    msg = (f"finished in {elapsed:.1f} s: {len(ended) - reused} step(s) computed, {reused} reused "
+           f"from the work directory {config.work_dir}")
+    LOG.info(msg)
+    print(f"bids-boldsr: {msg}")
+    return EX_OK
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""One immutable settings object per run, saved beside the outputs (no mutable global)."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+
+
+@dataclass(frozen=True)
+class Config:
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_label: tuple[str, ...] = ()
+    task: tuple[str, ...] = ()
+    bids_filters: dict = field(default_factory=dict)
+    nprocs: int = 1
+    mem_gb: float = 8.0
+    n_gpu_procs: int = 1
+    device: str = "auto"
+    sr_method: str = "spline"
+    sr_factor: float | None = 2.0
+    sr_voxel_size: float | None = None
+    output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")
+    random_seed: int = 0
+    skip_bids_validation: bool = False
+    sloppy: bool = False
+    run_uuid: str = ""
+    version: str = __version__
+
+    @classmethod
+    def create(cls, **kwargs) -> "Config":
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        kwargs.setdefault("run_uuid", f"{stamp}_{uuid.uuid4().hex[:8]}")
+        for key in ("bids_dir", "output_dir", "work_dir"):
+            kwargs[key] = Path(kwargs[key]).absolute()
+        return cls(**kwargs)
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key, val in out.items():
+            if isinstance(val, Path):
+                out[key] = str(val)
+            elif isinstance(val, tuple):
+                out[key] = list(val)
+        return out
+
+    def to_json(self, path) -> Path:
+        from .atomic import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path) -> "Config":
+        data = json.loads(Path(path).read_text())
+        kinds = {f.name: f.type for f in fields(cls)}
+        for key, val in list(data.items()):
+            if key not in kinds:
+                data.pop(key)
+            elif isinstance(val, list):
+                data[key] = tuple(val)
+            elif key in ("bids_dir", "output_dir", "work_dir"):
+                data[key] = Path(val)
+        return cls(**data)
+
+    @property
+    def sr_spec(self) -> dict:
+        """Keyword arguments for ``sr_target_grid``."""
+        if self.sr_voxel_size is not None:
+            return {"voxel_size": self.sr_voxel_size}
+        return {"factor": self.sr_factor}

@@ -1,0 +1,67 @@
+"""BOLD reference and head-motion interfaces."""
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
+                                    traits)
+
+from .base import save_img
+
+
+class _BoldReferenceInputSpec(BaseInterfaceInputSpec):
+    bold_file = File(exists=True, mandatory=True)
+
+
+class _BoldReferenceOutputSpec(TraitedSpec):
+    ref_file = File(exists=True)
+    mask_file = File(exists=True)
+
+
+class BoldReference(SimpleInterface):
+    """Median of motion-robust volumes and EPI brain mask (``registration.boldref``)."""
+
+    input_spec = _BoldReferenceInputSpec
+    output_spec = _BoldReferenceOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..registration.boldref import bold_reference
+
+        ref, mask, _ = bold_reference(nib.load(self.inputs.bold_file))
+        self._results["ref_file"] = save_img(ref, runtime.cwd, "boldref.nii.gz")
+        self._results["mask_file"] = save_img(mask, runtime.cwd, "brain_mask.nii.gz")
+        return runtime
+
+
+class _HeadMotionInputSpec(BaseInterfaceInputSpec):
+    bold_file = File(exists=True, mandatory=True)
+    ref_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True)
+    device = traits.Str("cpu", usedefault=True)
+    sloppy = traits.Bool(False, usedefault=True)
+
+
+class _HeadMotionOutputSpec(TraitedSpec):
+    xfm_file = File(exists=True, desc="ITK file with one rigid pull matrix per volume")
+    confounds_file = File(exists=True)
+
+
+class HeadMotion(SimpleInterface):
+    """Rigid head-motion estimates per volume (``registration.motion``)."""
+
+    input_spec = _HeadMotionInputSpec
+    output_spec = _HeadMotionOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..registration.itk import save_affines
+        from ..registration.motion import confounds_table, estimate_head_motion
+
+        mask = nib.load(self.inputs.mask_file) if self.inputs.mask_file else None
+        result = estimate_head_motion(nib.load(self.inputs.bold_file), nib.load(self.inputs.ref_file),
+                                      mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy)
+        xfm = save_affines(Path(runtime.cwd) / "hmc_xfm.txt", np.asarray(result["matrices"]))
+        conf = Path(runtime.cwd) / "confounds.tsv"
+        confounds_table(result).to_csv(conf, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        self._results["xfm_file"] = str(xfm)
+        self._results["confounds_file"] = str(conf)
+        return runtime

@@ -1,0 +1,120 @@
+"""Registration and resampling interfaces (thin wrappers over ``bids_boldsr.registration``)."""
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
+                                    SimpleInterface, TraitedSpec, traits)
+
+from .base import save_img
+
+
+class _RegisterInputSpec(BaseInterfaceInputSpec):
+    moving_file = File(exists=True, mandatory=True)
+    fixed_file = File(exists=True, mandatory=True)
+    fixed_mask_file = File(exists=True)
+    moving_mask_file = File(exists=True)
+    dof = traits.Enum(6, 9, 12, usedefault=True)
+    cost = traits.Enum("mi", "ncc", usedefault=True)
+    device = traits.Str("cpu", usedefault=True)
+    sloppy = traits.Bool(False, usedefault=True)
+
+
+class _RegisterOutputSpec(TraitedSpec):
+    xfm_file = File(exists=True, desc="ITK affine: fixed points -> moving points")
+    moving_mask_file = File(desc="fixed mask pulled back into the moving image (brain mask)")
+
+
+class RegisterLinear(SimpleInterface):
+    """Rigid/affine registration (``registration.linear.register_linear``)."""
+
+    input_spec = _RegisterInputSpec
+    output_spec = _RegisterOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..registration.itk import save_affines
+        from ..registration.linear import brain_mask_from_template, register_linear
+
+        moving, fixed = nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file)
+        fixed_mask = nib.load(self.inputs.fixed_mask_file) if self.inputs.fixed_mask_file else None
+        moving_mask = nib.load(self.inputs.moving_mask_file) if self.inputs.moving_mask_file else None
+        matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
+                                 fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                 device=self.inputs.device, sloppy=self.inputs.sloppy)
+        self._results["xfm_file"] = str(save_affines(Path(runtime.cwd) / "xfm.txt", matrix))
+        if fixed_mask is not None:
+            mask = brain_mask_from_template(moving, fixed_mask, matrix)
+            self._results["moving_mask_file"] = save_img(mask, runtime.cwd, "moving_mask.nii.gz")
+        return runtime
+
+
+class _TemplateGridInputSpec(BaseInterfaceInputSpec):
+    template_file = File(exists=True, mandatory=True)
+    voxel_size_from = File(exists=True, desc="image whose voxel size sets the grid (else template's)")
+    extra_files = InputMultiObject(File(exists=True), desc="template-space images put on the grid "
+                                   "(masks/labels: nearest neighbour)")
+
+
+class _TemplateGridOutputSpec(TraitedSpec):
+    grid_file = File(exists=True, desc="the template image on the output grid")
+    extra_on_grid = traits.List(File(exists=True))
+
+
+class TemplateGrid(SimpleInterface):
+    """The output grid in template space: the template's FOV at the SR voxel size (or ``res-N``)."""
+
+    input_spec = _TemplateGridInputSpec
+    output_spec = _TemplateGridOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..registration.resample import resample
+        from ..segmentation.atlas import labels_to_grid
+        from ..sr.grid import sr_target_grid, voxel_sizes
+
+        tpl = nib.load(self.inputs.template_file)
+        shape, affine = tpl.shape[:3], tpl.affine
+        if self.inputs.voxel_size_from:
+            zooms = voxel_sizes(nib.load(self.inputs.voxel_size_from).affine)
+            shape, affine = sr_target_grid(shape, affine, voxel_size=zooms)
+        data = resample(np.asarray(tpl.dataobj, dtype=np.float32), tpl.affine, shape, affine, order=1)
+        self._results["grid_file"] = save_img(nib.Nifti1Image(data, affine), runtime.cwd, "grid.nii.gz")
+        outs = []
+        for i, f in enumerate(self.inputs.extra_files or []):
+            outs.append(save_img(labels_to_grid(nib.load(f), shape, affine), runtime.cwd,
+                                 f"extra{i}.nii.gz"))
+        self._results["extra_on_grid"] = outs
+        return runtime
+
+
+class _ResampleSeriesInputSpec(BaseInterfaceInputSpec):
+    bold_file = File(exists=True, mandatory=True)
+    ref_file = File(exists=True, mandatory=True, desc="defines the output grid")
+    xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output space first")
+    hmc_file = File(exists=True, desc="per-volume head-motion pull matrices (ITK)")
+    order = traits.Int(3, usedefault=True)
+
+
+class _ResampleSeriesOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class ResampleSeries(SimpleInterface):
+    """Motion + coregistration + normalisation in one interpolation (``registration.apply``)."""
+
+    input_spec = _ResampleSeriesInputSpec
+    output_spec = _ResampleSeriesOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..registration.apply import resample_series
+        from ..registration.itk import load_affines
+
+        ref = nib.load(self.inputs.ref_file)
+        chain = [load_affines(f) for f in self.inputs.xfm_files or []]
+        hmc = load_affines(self.inputs.hmc_file) if self.inputs.hmc_file else None
+        out = Path(runtime.cwd) / "resampled_bold.nii.gz"
+        resample_series(self.inputs.bold_file, out, ref.shape[:3], ref.affine, chain, hmc,
+                        order=self.inputs.order)
+        self._results["out_file"] = str(out)
+        return runtime

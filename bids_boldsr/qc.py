@@ -1,0 +1,62 @@
+"""Quality-control metrics (plain functions on arrays)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    denom = a.sum() + b.sum()
+    return float(2.0 * (a & b).sum() / denom) if denom else float("nan")
+
+
+def tsnr(series: np.ndarray, mask: np.ndarray) -> float:
+    """Median temporal SNR (mean / std over time) inside ``mask``; series is (..., T)."""
+    ts = series[np.asarray(mask) > 0]
+    std = ts.std(axis=-1)
+    ok = std > 0
+    return float(np.median(ts.mean(axis=-1)[ok] / std[ok])) if ok.any() else float("nan")
+
+
+def streamed_mean_std(img, mask=None):
+    """Voxelwise temporal mean and std of a 4-D image, reading one volume at a time."""
+    n = img.shape[3]
+    total = np.zeros(img.shape[:3], dtype=np.float64)
+    total_sq = np.zeros(img.shape[:3], dtype=np.float64)
+    for t in range(n):
+        vol = np.asarray(img.dataobj[..., t], dtype=np.float64)
+        total += vol
+        total_sq += vol * vol
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    return mean, std
+
+
+def streamed_tsnr(img, mask) -> float:
+    mean, std = streamed_mean_std(img)
+    m = (np.asarray(mask) > 0) & (std > 0)
+    return float(np.median(mean[m] / std[m])) if m.any() else float("nan")
+
+
+def run_metrics(bold_img, sr_img, mask_img, confounds=None) -> dict:
+    """Run-level QC: sizes, tSNR before/after super-resolution, framewise displacement."""
+    from .registration.resample import resample
+    from .sr.grid import voxel_sizes
+
+    mask = np.asarray(mask_img.dataobj) > 0
+    sr_mask = resample(mask.astype(np.uint8), mask_img.affine, sr_img.shape[:3], sr_img.affine,
+                       order=0) > 0
+    out = {
+        "n_volumes": int(bold_img.shape[3]),
+        "input_voxel_size": [round(float(v), 4) for v in voxel_sizes(bold_img.affine)],
+        "sr_voxel_size": [round(float(v), 4) for v in voxel_sizes(sr_img.affine)],
+        "sr_shape": [int(s) for s in sr_img.shape[:3]],
+        "tsnr_input": streamed_tsnr(bold_img, mask),
+        "tsnr_sr": streamed_tsnr(sr_img, sr_mask),
+        "brain_mask_voxels": int(mask.sum()),
+    }
+    if confounds is not None and "framewise_displacement" in confounds:
+        fd = confounds["framewise_displacement"].to_numpy(dtype=float)
+        out["fd_mean"] = float(np.nanmean(fd)) if np.isfinite(fd).any() else 0.0
+        out["fd_max"] = float(np.nanmax(fd)) if np.isfinite(fd).any() else 0.0
+    return out

@@ -1,0 +1,92 @@
+"""Write a 4-D NIfTI one volume at a time (memory independent of the number of volumes).
+
+NIfTI stores x fastest and t slowest, so each volume is one contiguous block after the
+header: the header is written first and volumes are appended as they are produced.
+The file is written under a temporary name and renamed on success, so a killed run never
+leaves a half-written output.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class StreamingNiftiWriter:
+    """Context manager: ``with StreamingNiftiWriter(path, shape4d, affine) as w: w.write_volume(v)``.
+
+    ``dtype`` float32 (default) or int16; for int16 give ``scale`` (the NIfTI scl_slope) so that
+    stored = round(value / scale).  ``.nii.gz`` paths are gzip-compressed at ``compresslevel``
+    (1 by default: gzip, not compute, dominates large outputs).
+    """
+
+    def __init__(self, path, shape4d, affine, header=None, dtype=np.float32, scale=None,
+                 compresslevel=1, zooms_t=None):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape4d)
+        if len(self.shape) != 4:
+            raise ValueError(f"expected a 4-D shape, got {self.shape}")
+        self.dtype = np.dtype(dtype)
+        hdr = nib.Nifti1Header() if header is None else header.copy()
+        hdr.set_data_dtype(self.dtype)
+        hdr.set_data_shape(self.shape)
+        zooms = list(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+        t_zoom = zooms_t if zooms_t is not None else (
+            header.get_zooms()[3] if header is not None and len(header.get_zooms()) > 3 else 1.0)
+        hdr.set_zooms(zooms + [float(t_zoom)])
+        hdr.set_xyzt_units("mm", "sec")
+        hdr.set_qform(affine, code=1)
+        hdr.set_sform(affine, code=1)
+        self.scale = None
+        if self.dtype.kind in "iu":
+            self.scale = float(scale) if scale else 1.0
+            hdr.set_slope_inter(self.scale, 0.0)
+        else:
+            hdr.set_slope_inter(np.nan, np.nan)
+        hdr["vox_offset"] = 352
+        self.header = hdr
+        self.compresslevel = compresslevel
+        self.written = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        self._fh = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.name.endswith(".gz"):
+            self._fh = gzip.open(self._tmp, "wb", compresslevel=self.compresslevel)
+        else:
+            self._fh = open(self._tmp, "wb")
+        self._fh.write(self.header.binaryblock)
+        self._fh.write(b"\x00" * (352 - len(self.header.binaryblock)))  # empty extension block
+        return self
+
+    def write_volume(self, vol: np.ndarray) -> None:
+        vol = np.asarray(vol)
+        if vol.shape != self.shape[:3]:
+            raise ValueError(f"volume shape {vol.shape} != {self.shape[:3]}")
+        if self.written >= self.shape[3]:
+            raise ValueError("more volumes written than declared")
+        if self.scale is not None:
+            info = np.iinfo(self.dtype)
+            vol = np.clip(np.round(vol / self.scale), info.min, info.max)
+        self._fh.write(np.asarray(vol, dtype=self.dtype).tobytes(order="F"))
+        self.written += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        self._fh.close()
+        if exc_type is None and self.written != self.shape[3]:
+            self._tmp.unlink(missing_ok=True)
+            raise ValueError(f"wrote {self.written} of {self.shape[3]} volumes")
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+        return False
+
+
+def int16_scale(max_abs: float) -> float:
+    """A scl_slope that maps ``[-max_abs, max_abs]`` onto int16 with ~15 bits of precision."""
+    return max(float(max_abs), 1e-6) / 32000.0

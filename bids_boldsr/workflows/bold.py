@@ -1,0 +1,163 @@
+"""Per-run workflow: reference -> motion -> coregistration -> SR -> resample once -> labels, QC."""
+from __future__ import annotations
+
+import re
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..interfaces.bold import BoldReference, HeadMotion
+from ..interfaces.outputs import RunQC
+from ..interfaces.registration import RegisterLinear, ResampleSeries
+from ..interfaces.reports import RunFigures
+from ..interfaces.segmentation import ResampleLabels
+from ..interfaces.sr import SuperResolve
+from .outputs import sink
+
+
+def run_name(entities: dict) -> str:
+    """``sub-01_task-rest_run-1`` from a run's entities (report and QC key)."""
+    from ..bids import derivative_name
+
+    return derivative_name(entities, "", "").rstrip("_")
+
+
+def node_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", text)
+
+
+def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
+    """Workflow for one BOLD run.
+
+    ``templates``: list of dicts (space, t1w, mask, res) for output template spaces;
+    ``anchor``: the template the cerebellar atlas lives in (``t1w``, ``mask``, ``atlas``).
+    Inputs (``inputnode``): ``t1w_file`` and ``t1w_to_template_xfm`` when ``has_t1w``, plus
+    ``checkpoint`` (SR model, optional). Outputs: ``qc_file``, ``figures``.
+    """
+    from ..bids import derivative_path
+
+    ents, out = run.entities, config.output_dir
+    wf = pe.Workflow(name=name or f"bold_{node_safe(run_name(ents))}_wf")
+    inputnode = pe.Node(niu.IdentityInterface(["t1w_file", "t1w_mask", "t1w_to_template_xfm",
+                                               "checkpoint"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(["qc_file", "figures"]), name="outputnode")
+    bold = run.path
+    src_meta = {"RepetitionTime": run.repetition_time, "TaskName": run.task_name,
+                "Sources": [f"bids:raw:{bold.relative_to(config.bids_dir)}"]}
+
+    boldref = pe.Node(BoldReference(bold_file=str(bold)), name="boldref", mem_gb=1.0)
+    hmc = pe.Node(HeadMotion(bold_file=str(bold), device=device, sloppy=config.sloppy),
+                  name="hmc", mem_gb=2.0)
+    sr = pe.Node(SuperResolve(bold_file=str(bold), method=config.sr_method,
+                              factor=config.sr_factor if config.sr_voxel_size is None else None,
+                              voxel_size=config.sr_voxel_size, device=device,
+                              use_gpu=device == "cuda"), name="super_resolve", mem_gb=2.0)
+    wf.connect([(boldref, hmc, [("ref_file", "ref_file"), ("mask_file", "mask_file")]),
+                (inputnode, sr, [("checkpoint", "checkpoint")])])
+
+    # BOLD reference -> T1w (rigid) or straight to the anchor template (affine).
+    coreg = pe.Node(RegisterLinear(dof=6 if has_t1w else 12, cost="mi", device=device,
+                                   sloppy=config.sloppy), name="coreg", mem_gb=2.0)
+    wf.connect(boldref, "ref_file", coreg, "moving_file")
+    chain = pe.Node(niu.Merge(2), name="template_chain")  # template -> (T1w ->) boldref
+    if has_t1w:
+        wf.connect([(inputnode, coreg, [("t1w_file", "fixed_file"), ("t1w_mask", "fixed_mask_file")]),
+                    (inputnode, chain, [("t1w_to_template_xfm", "in1")]),
+                    (coreg, chain, [("xfm_file", "in2")])])
+        target = "T1w"
+    else:
+        coreg.inputs.fixed_file = str(anchor["t1w"])
+        coreg.inputs.fixed_mask_file = str(anchor["mask"])
+        wf.connect(coreg, "xfm_file", chain, "in1")
+        target = anchor["space"]
+
+    # Cerebellar labels on the native super-resolved grid (atlas pulled through the inverse).
+    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), invert=True), name="cerebellum_dseg")
+    wf.connect([(sr, dseg, [("out_file", "ref_file")]), (chain, dseg, [("out", "xfm_files")])])
+
+    qc = pe.Node(RunQC(bold_file=str(bold), info={"run": run_name(ents), "subject": ents["sub"],
+                                                  "sr_method": config.sr_method,
+                                                  "repetition_time": run.repetition_time}),
+                 name="qc", mem_gb=2.0)
+    wf.connect([(sr, qc, [("out_file", "sr_file")]), (boldref, qc, [("mask_file", "mask_file")]),
+                (hmc, qc, [("confounds_file", "confounds_file")]), (dseg, qc, [("out_file", "dseg_file")])])
+
+    figs = pe.Node(RunFigures(run_name=run_name(ents)), name="figures", mem_gb=2.0)
+    wf.connect([(sr, figs, [("out_file", "sr_file")]), (dseg, figs, [("out_file", "dseg_file")]),
+                (hmc, figs, [("confounds_file", "confounds_file")]),
+                (qc, outputnode, [("qc_file", "qc_file")]), (figs, outputnode, [("figures", "figures")])])
+
+    # ------------------------------------------------------------------ outputs (derivatives)
+    def dpath(suffix, ext=".nii.gz", **extra):
+        return str(derivative_path(out, ents, "func", suffix, ext, **extra))
+
+    sink(wf, sr, "out_file", dpath("bold", desc="sr"), metadata=src_meta,
+         metadata_from=(sr, "metadata_file"), name="ds_sr_bold")
+    sink(wf, boldref, "ref_file", dpath("boldref"), name="ds_boldref")
+    sink(wf, boldref, "mask_file", dpath("mask", desc="brain"), metadata={"Type": "Brain"},
+         name="ds_mask")
+    sink(wf, hmc, "confounds_file", dpath("timeseries", ".tsv", desc="confounds"), name="ds_confounds")
+    sink(wf, hmc, "xfm_file", dpath("xfm", ".txt", desc="hmc", **{"from": "orig", "to": "boldref",
+                                                                   "mode": "image"}), name="ds_hmc_xfm")
+    sink(wf, coreg, "xfm_file", dpath("xfm", ".txt", **{"from": "boldref", "to": target,
+                                                          "mode": "image"}), name="ds_coreg_xfm")
+    sink(wf, dseg, "out_file", dpath("dseg", desc="cerebellum"),
+         metadata={"Atlas": "AAL (cerebellar regions)", "Method": "atlas pulled through the "
+                   "inverse of the template normalisation", "Template": anchor["space"]},
+         name="ds_dseg")
+    sink_static(wf, str(anchor["atlas_tsv"]), dpath("dseg", ".tsv", desc="cerebellum"), "ds_dseg_tsv")
+    qc.inputs.spaces = [t["space_label"] for t in templates]
+
+    warped, tpl_masks = pe.Node(niu.Merge(len(templates) or 1), name="warped_masks"), \
+        pe.Node(niu.Merge(len(templates) or 1), name="template_masks")
+    for i, tpl in enumerate(templates, start=1):
+        _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warped, tpl_masks,
+                            figs if i == 1 else None, dpath, src_meta)
+    if templates:
+        wf.connect([(warped, qc, [("out", "warped_mask_files")]),
+                    (tpl_masks, qc, [("out", "template_mask_files")])])
+    return wf
+
+
+def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warped, tpl_masks,
+                        figs, dpath, src_meta):
+    """Resample the SR series onto one template grid, with the QC masks and outputs."""
+    from ..interfaces.registration import TemplateGrid
+
+    key = node_safe(tpl["space_label"])
+    grid = pe.Node(TemplateGrid(template_file=str(tpl["t1w"]), extra_files=[str(tpl["mask"])]),
+                   name=f"grid_{key}", mem_gb=1.0)
+    if tpl["res"] is None:  # template FOV at the super-resolved voxel size
+        wf.connect(sr, "out_file", grid, "voxel_size_from")
+    resample = pe.Node(ResampleSeries(bold_file=str(bold), order=1 if config.sloppy else 3),
+                       name=f"to_{key}", mem_gb=3.0)
+    mask = pe.Node(ResampleLabels(), name=f"mask_to_{key}")
+    pick = pe.Node(niu.Select(index=[0]), name=f"pick_mask_{key}")
+    wf.connect([(sr, resample, [("out_file", "bold_file")]),
+                (grid, resample, [("grid_file", "ref_file")]),
+                (chain, resample, [("out", "xfm_files")]),
+                (hmc, resample, [("xfm_file", "hmc_file")]),
+                (boldref, mask, [("mask_file", "in_file")]),
+                (grid, mask, [("grid_file", "ref_file")]),
+                (chain, mask, [("out", "xfm_files")]),
+                (grid, pick, [("extra_on_grid", "inlist")]),
+                (mask, warped, [("out_file", f"in{i}")]),
+                (pick, tpl_masks, [("out", f"in{i}")])])
+    extra = {"space": tpl["space"], "res": tpl["res"]}
+    res_meta = {"Resolution": (f"TemplateFlow res-{tpl['res']}" if tpl["res"] is not None
+                               else "template field of view at the super-resolved voxel size")}
+    sink(wf, resample, "out_file", dpath("bold", desc="sr", **extra), metadata={**src_meta, **res_meta},
+         metadata_from=(sr, "metadata_file"), name=f"ds_bold_{key}")
+    sink(wf, mask, "out_file", dpath("mask", desc="brain", **extra), metadata={"Type": "Brain"},
+         name=f"ds_mask_{key}")
+    if figs is not None:
+        figs.inputs.template_name = tpl["space_label"]
+        wf.connect([(resample, figs, [("out_file", "template_bold_file")]),
+                    (pick, figs, [("out", "template_mask_file")])])
+
+
+def sink_static(wf, in_file, out_path, name):
+    from ..interfaces.outputs import DerivativesSink
+
+    wf.add_nodes([pe.Node(DerivativesSink(in_file=in_file, out_path=out_path), name=name,
+                          run_without_submitting=True)])
