@@ -115,9 +115,14 @@ def template_resolutions(name: str, cache_dir) -> dict[int, float]:
 def seed_embedded(cache_dir) -> Path:
     """Write the offline MNI152NLin2009aSym template (TemplateFlow layout) under ``cache_dir``.
 
+    A copy seeded beforehand (``$BIDS_BOLDSR_EMBEDDED_TEMPLATES``, set in the containers) is used
+    as is; otherwise it is seeded into ``<cache_dir>/templateflow``.
     Idempotent and safe for parallel participants: files are written under temporary names and
     renamed; a stamp file records completion.
     """
+    prebuilt = os.environ.get("BIDS_BOLDSR_EMBEDDED_TEMPLATES")  # e.g. seeded in the container
+    if prebuilt and (Path(prebuilt) / f"tpl-{EMBEDDED}" / f".seeded-v{SEED_VERSION}").is_file():
+        return Path(prebuilt)
     root = Path(cache_dir) / "templateflow"
     tpl = root / f"tpl-{EMBEDDED}"
     stamp = tpl / f".seeded-v{SEED_VERSION}"

@@ -192,4 +192,4 @@ def _execute(wf, config, crash_dir) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

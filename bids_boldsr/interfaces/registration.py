@@ -16,6 +16,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     cost = traits.Enum("mi", "ncc", usedefault=True)
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
+    skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
+                                       "a skull-stripped template: two-stage brain-masked affine")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -33,14 +35,19 @@ class RegisterLinear(SimpleInterface):
         from pathlib import Path
 
         from ..registration.itk import save_affines
-        from ..registration.linear import brain_mask_from_template, register_linear
+        from ..registration.linear import (brain_mask_from_template, register_linear,
+                                           register_to_template)
 
         moving, fixed = nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file)
         fixed_mask = nib.load(self.inputs.fixed_mask_file) if self.inputs.fixed_mask_file else None
         moving_mask = nib.load(self.inputs.moving_mask_file) if self.inputs.moving_mask_file else None
-        matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
-                                 fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                 device=self.inputs.device, sloppy=self.inputs.sloppy)
+        if self.inputs.skull_stripped_fixed and fixed_mask is not None:
+            matrix = register_to_template(moving, fixed, fixed_mask, dof=self.inputs.dof,
+                                          device=self.inputs.device, sloppy=self.inputs.sloppy)
+        else:
+            matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
+                                     fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                     device=self.inputs.device, sloppy=self.inputs.sloppy)
         self._results["xfm_file"] = str(save_affines(Path(runtime.cwd) / "xfm.txt", matrix))
         if fixed_mask is not None:
             mask = brain_mask_from_template(moving, fixed_mask, matrix)

@@ -39,6 +39,7 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     if has_t1w:
         t1w_reg = pe.Node(RegisterLinear(moving_file=str(data["t1w"]), fixed_file=str(anchor["t1w"]),
                                          fixed_mask_file=str(anchor["mask"]), dof=12, cost="mi",
+                                         skull_stripped_fixed=True,
                                          device=device, sloppy=config.sloppy),
                           name="t1w_to_template", mem_gb=3.0)
         ents = {"sub": subject}
