@@ -1,0 +1,64 @@
+"""The workflow graph: nodes, connections and derivative names, built without running."""
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_boldsr import bids
+from bids_boldsr.cli.run import resolve_spaces
+from bids_boldsr.config import Config
+from bids_boldsr.workflows.base import init_bids_boldsr_wf
+from conftest import make_bids
+
+
+def _build(tmp_path, template_cache, with_t1w, spaces=("bold", "MNI152NLin2009aSym")):
+    rng = np.random.default_rng(0)
+    bold = nib.Nifti1Image(rng.normal(500, 5, (8, 8, 6, 4)).astype(np.float32), np.diag([3, 3, 3, 1.0]))
+    t1w = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)) if with_t1w else None
+    ds = make_bids(tmp_path / "ds", bold, t1w)
+    cfg = Config.create(bids_dir=ds, output_dir=tmp_path / "out", work_dir=template_cache,
+                        analysis_level="participant", output_spaces=spaces, sloppy=True)
+    layout = bids.load_layout(cfg.bids_dir, tmp_path / "w")
+    data = {"01": bids.collect_data(layout, "01")}
+    templates, anchor = resolve_spaces(cfg)
+    wf = init_bids_boldsr_wf(cfg, data, templates, anchor, "cpu", {"01": cfg.to_json(tmp_path / "c.json")})
+    return wf, cfg
+
+
+def _nodes(graph):
+    return {n.fullname.split(".", 1)[1]: n for n in graph.nodes()}
+
+
+def test_graph_with_t1w(tmp_path, template_cache):
+    wf, cfg = _build(tmp_path, template_cache, with_t1w=True)
+    graph = wf._create_flat_graph()
+    nodes = _nodes(graph)
+    run = "sub_01_wf.bold_sub_01_task_rest_wf"
+    for name in ("boldref", "hmc", "coreg", "super_resolve", "cerebellum_dseg",
+                 "to_MNI152NLin2009aSym", "qc", "figures"):
+        assert f"{run}.{name}" in nodes, name
+    assert "sub_01_wf.t1w_to_template" in nodes
+    assert nodes["sub_01_wf.t1w_to_template"].inputs.dof == 12
+    assert nodes[f"{run}.coreg"].inputs.dof == 6
+    sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
+    assert "sub-01_task-rest_desc-sr_bold.nii.gz" in sinks
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sr_bold.nii.gz" in sinks
+    assert "sub-01_task-rest_from-boldref_to-T1w_mode-image_xfm.txt" in sinks
+    assert "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
+    assert "sub-01_task-rest_desc-cerebellum_dseg.tsv" in sinks
+    # single interpolation: template resampling takes the chain and head motion together
+    to_tpl = nodes[f"{run}.to_MNI152NLin2009aSym"]
+    feeds = {d for u, v, data in graph.in_edges(to_tpl, data=True) for _, d in data["connect"]}
+    assert feeds == {"bold_file", "ref_file", "xfm_files", "hmc_file"}
+
+
+def test_graph_bold_only_and_res(tmp_path, template_cache):
+    wf, _ = _build(tmp_path, template_cache, with_t1w=False,
+                   spaces=("MNI152NLin2009aSym:res-2",))
+    nodes = _nodes(wf._create_flat_graph())
+    assert "sub_01_wf.t1w_to_template" not in nodes
+    run = "sub_01_wf.bold_sub_01_task_rest_wf"
+    assert nodes[f"{run}.coreg"].inputs.dof == 12
+    sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
+    assert "sub-01_task-rest_from-boldref_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz" in sinks
