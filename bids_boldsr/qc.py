@@ -10,6 +10,16 @@ def dice(a, b) -> float:
     return float(2.0 * (a & b).sum() / denom) if denom else float("nan")
 
 
+def mask_overlap(warped_mask, template_mask, fov, space: str) -> dict:
+    """Dice of the warped BOLD brain mask with the template brain mask inside the BOLD field of
+    view (a partial-coverage slab should not count as misregistration), and the coverage."""
+    tpl = np.asarray(template_mask.dataobj) > 0
+    inside = np.asarray(fov.dataobj) > 0
+    return {f"dice_brain_mask_{space}": dice(warped_mask.dataobj, tpl & inside),
+            f"dice_brain_mask_whole_{space}": dice(warped_mask.dataobj, tpl),
+            f"brain_coverage_{space}": float((tpl & inside).sum() / max(tpl.sum(), 1))}
+
+
 def tsnr(series: np.ndarray, mask: np.ndarray) -> float:
     """Median temporal SNR (mean / std over time) inside ``mask``; series is (..., T)."""
     ts = series[np.asarray(mask) > 0]

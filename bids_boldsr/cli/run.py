@@ -14,8 +14,11 @@ LOG = logging.getLogger("bids_boldsr")
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
+    if not LOG.handlers:  # our own messages; nipype logs through its own handler
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s bids-boldsr: %(message)s", "%H:%M:%S"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
     try:
         code = _main(argv)
     except BoldSRError as exc:
@@ -160,35 +163,43 @@ def run_participant(config) -> int:
         config.output_dir / "logs" / config.run_uuid)
     wf.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                                    "remove_unnecessary_outputs": False})
-    return _execute(wf, config, crash_dir)
+    return _execute(wf, config, crash_dir, sorted(subjects))
 
 
-def _execute(wf, config, crash_dir) -> int:
-    started, ended = set(), []
+def _execute(wf, config, crash_dir, subjects) -> int:
+    from ..workflows.bold import node_safe
 
-    def callback(node, status):
-        if status == "start":
-            started.add(node.fullname)
-        elif status == "end":
-            ended.append(node.fullname)
-
-    t0 = time.monotonic()
+    t0 = time.time()
     try:
         wf.run(plugin="MultiProc", plugin_args={
             "n_procs": config.nprocs, "memory_gb": config.mem_gb,
-            "n_gpu_procs": config.n_gpu_procs, "status_callback": callback,
-            "raise_insufficient": False})
+            "n_gpu_procs": config.n_gpu_procs, "raise_insufficient": False,
+            # fork after torch/BLAS threads started can deadlock the pool (seen here): forkserver
+            "mp_context": "forkserver"})
     except RuntimeError as exc:
         if "Workflow did not execute cleanly" in str(exc):
             raise BoldSRError(f"some processing steps failed; crash reports in {crash_dir}") from None
         raise
-    elapsed = time.monotonic() - t0
-    reused = sum(1 for n in ended if n not in started)
-    msg = (f"finished in {elapsed:.1f} s: {len(ended) - reused} step(s) computed, {reused} reused "
-           f"from the work directory {config.work_dir}")
+    computed, reused = _reuse_counts(
+        [Path(wf.base_dir) / wf.name / f"sub_{node_safe(s)}_wf" for s in subjects], t0)
+    msg = (f"finished in {time.time() - t0:.1f} s: {computed} processing step(s) computed, "
+           f"{reused} reused from the work directory {config.work_dir}")
     LOG.info(msg)
-    print(f"bids-boldsr: {msg}")
     return EX_OK
+
+
+def _reuse_counts(wf_dirs, since: float) -> tuple[int, int]:
+    """Steps whose cached result predates this run were reused (sinks and reports always run)."""
+    computed = reused = 0
+    for result in (r for d in wf_dirs for r in d.rglob("result_*.pklz")):
+        name = result.parent.name
+        if name.startswith("ds_") or name == "report":
+            continue
+        if result.stat().st_mtime >= since:
+            computed += 1
+        else:
+            reused += 1
+    return computed, reused
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ class _BoldReferenceInputSpec(BaseInterfaceInputSpec):
 class _BoldReferenceOutputSpec(TraitedSpec):
     ref_file = File(exists=True)
     mask_file = File(exists=True)
+    fov_file = File(exists=True, desc="ones on the BOLD grid (field of view, for coverage QC)")
 
 
 class BoldReference(SimpleInterface):
@@ -28,6 +29,8 @@ class BoldReference(SimpleInterface):
         ref, mask, _ = bold_reference(nib.load(self.inputs.bold_file))
         self._results["ref_file"] = save_img(ref, runtime.cwd, "boldref.nii.gz")
         self._results["mask_file"] = save_img(mask, runtime.cwd, "brain_mask.nii.gz")
+        fov = nib.Nifti1Image(np.ones(ref.shape[:3], np.uint8), ref.affine)
+        self._results["fov_file"] = save_img(fov, runtime.cwd, "fov.nii.gz")
         return runtime
 
 

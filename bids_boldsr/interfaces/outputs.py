@@ -17,6 +17,7 @@ class _RunQCInputSpec(BaseInterfaceInputSpec):
     spaces = traits.List(traits.Str)
     warped_mask_files = InputMultiObject(File(exists=True), desc="BOLD mask on each template grid")
     template_mask_files = InputMultiObject(File(exists=True), desc="template mask on the same grids")
+    fov_files = InputMultiObject(File(exists=True), desc="BOLD field of view on the same grids")
     dseg_file = File(exists=True)
     info = traits.Dict(desc="extra fields (entities, method)")
 
@@ -35,16 +36,17 @@ class RunQC(SimpleInterface):
         import numpy as np
         import pandas as pd
 
-        from ..qc import dice, run_metrics
+        from ..qc import mask_overlap, run_metrics
 
         conf = (pd.read_csv(self.inputs.confounds_file, sep="\t", na_values="n/a")
                 if self.inputs.confounds_file else None)
         qc = dict(self.inputs.info or {})
         qc.update(run_metrics(nib.load(self.inputs.bold_file), nib.load(self.inputs.sr_file),
                               nib.load(self.inputs.mask_file), conf))
-        for space, warped, tpl in zip(self.inputs.spaces or [], self.inputs.warped_mask_files or [],
-                                      self.inputs.template_mask_files or []):
-            qc[f"dice_brain_mask_{space}"] = dice(nib.load(warped).dataobj, nib.load(tpl).dataobj)
+        for space, warped, tpl, fov in zip(self.inputs.spaces or [], self.inputs.warped_mask_files or [],
+                                           self.inputs.template_mask_files or [],
+                                           self.inputs.fov_files or []):
+            qc.update(mask_overlap(nib.load(warped), nib.load(tpl), nib.load(fov), space))
         if self.inputs.dseg_file:
             labels = np.asarray(nib.load(self.inputs.dseg_file).dataobj)
             qc["cerebellum_labels_present"] = int(len(np.unique(labels[labels > 0])))

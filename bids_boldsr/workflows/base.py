@@ -12,7 +12,9 @@ from .outputs import sink
 
 def init_bids_boldsr_wf(config, subjects: dict, templates, anchor, device, config_files: dict):
     """One sub-workflow per participant. ``subjects`` maps a label to ``collect_data`` output."""
-    wf = pe.Workflow(name="bids_boldsr_wf", base_dir=str(config.work_dir))
+    # One cache per version: interfaces may change outputs between versions.
+    version = config.version.replace(".", "_").replace("+", "_").replace("-", "_")
+    wf = pe.Workflow(name=f"bids_boldsr_{version}_wf", base_dir=str(config.work_dir))
     for label, data in subjects.items():
         wf.add_nodes([init_single_subject_wf(config, label, data, templates, anchor, device,
                                              config_files[label])])

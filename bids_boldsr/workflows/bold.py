@@ -108,19 +108,20 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     sink_static(wf, str(anchor["atlas_tsv"]), dpath("dseg", ".tsv", desc="cerebellum"), "ds_dseg_tsv")
     qc.inputs.spaces = [t["space_label"] for t in templates]
 
-    warped, tpl_masks = pe.Node(niu.Merge(len(templates) or 1), name="warped_masks"), \
-        pe.Node(niu.Merge(len(templates) or 1), name="template_masks")
+    merges = {key: pe.Node(niu.Merge(len(templates) or 1), name=f"{key}_per_space")
+              for key in ("warped_masks", "template_masks", "fovs")}
     for i, tpl in enumerate(templates, start=1):
-        _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warped, tpl_masks,
+        _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, merges,
                             figs if i == 1 else None, dpath, src_meta)
     if templates:
-        wf.connect([(warped, qc, [("out", "warped_mask_files")]),
-                    (tpl_masks, qc, [("out", "template_mask_files")])])
+        wf.connect([(merges["warped_masks"], qc, [("out", "warped_mask_files")]),
+                    (merges["template_masks"], qc, [("out", "template_mask_files")]),
+                    (merges["fovs"], qc, [("out", "fov_files")])])
     return wf
 
 
-def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warped, tpl_masks,
-                        figs, dpath, src_meta):
+def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, merges, figs, dpath,
+                        src_meta):
     """Resample the SR series onto one template grid, with the QC masks and outputs."""
     from ..interfaces.registration import TemplateGrid
 
@@ -132,6 +133,7 @@ def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warpe
     resample = pe.Node(ResampleSeries(bold_file=str(bold), order=1 if config.sloppy else 3),
                        name=f"to_{key}", mem_gb=3.0)
     mask = pe.Node(ResampleLabels(), name=f"mask_to_{key}")
+    fov = pe.Node(ResampleLabels(), name=f"fov_to_{key}")
     pick = pe.Node(niu.Select(index=[0]), name=f"pick_mask_{key}")
     wf.connect([(sr, resample, [("out_file", "bold_file")]),
                 (grid, resample, [("grid_file", "ref_file")]),
@@ -141,8 +143,12 @@ def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, warpe
                 (grid, mask, [("grid_file", "ref_file")]),
                 (chain, mask, [("out", "xfm_files")]),
                 (grid, pick, [("extra_on_grid", "inlist")]),
-                (mask, warped, [("out_file", f"in{i}")]),
-                (pick, tpl_masks, [("out", f"in{i}")])])
+                (boldref, fov, [("fov_file", "in_file")]),
+                (grid, fov, [("grid_file", "ref_file")]),
+                (chain, fov, [("out", "xfm_files")]),
+                (mask, merges["warped_masks"], [("out_file", f"in{i}")]),
+                (fov, merges["fovs"], [("out_file", f"in{i}")]),
+                (pick, merges["template_masks"], [("out", f"in{i}")])])
     extra = {"space": tpl["space"], "res": tpl["res"]}
     res_meta = {"Resolution": (f"TemplateFlow res-{tpl['res']}" if tpl["res"] is not None
                                else "template field of view at the super-resolved voxel size")}

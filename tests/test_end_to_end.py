@@ -1,0 +1,101 @@
+"""Full runs of the command line on real data (sloppy settings), outputs checked on disk."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_boldsr.cli.run import main
+from conftest import shared
+
+
+def _crop_bold_only(src_ds, dst, n_volumes=6):
+    """A BOLD-only copy of ds-xa30 (no T1w, fewer volumes): the path without anatomy."""
+    from conftest import make_bids
+
+    img = nib.load(src_ds / "sub-01/func/sub-01_task-fa_run-1_bold.nii.gz")
+    cut = nib.Nifti1Image(np.asarray(img.dataobj[..., :n_volumes]), img.affine, img.header)
+    return make_bids(dst, cut, sub="01", task="fa", tr=1.0)
+
+
+@pytest.fixture(scope="module")
+def xa30_run(tmp_path_factory):
+    ds = shared("ds-xa30")
+    root = tmp_path_factory.mktemp("xa30")
+    out, work = root / "out", root / "work"
+    argv = [str(ds), str(out), "participant", "-w", str(work), "--sloppy", "--nprocs", "2"]
+    assert main(argv) == 0
+    return ds, out, work, argv
+
+
+def test_native_sr_bold(xa30_run):
+    ds, out, _, _ = xa30_run
+    src = nib.load(ds / "sub-01/func/sub-01_task-fa_run-1_bold.nii.gz")
+    sr_file = out / "sub-01/func/sub-01_task-fa_run-1_desc-sr_bold.nii.gz"
+    sr = nib.load(sr_file)
+    assert sr.shape == (128, 128, 66, 20)
+    assert np.allclose(sr.header.get_zooms()[:3], (1.6875, 1.6875, 1.7))
+    assert sr.header.get_zooms()[3] == pytest.approx(1.0)
+    meta = json.loads(sr_file.with_name(sr_file.name.replace(".nii.gz", ".json")).read_text())
+    assert meta["RepetitionTime"] == 1.0 and meta["TaskName"] == "fa"
+    assert meta["SuperResolutionMethod"] == "spline" and meta["SuperResolutionFactor"] == 2.0
+    assert meta["InputVoxelSize"] == [3.375, 3.375, 3.4]
+    # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input
+    vol = np.asarray(sr.dataobj[..., 3], dtype=float)
+    back = vol.reshape(64, 2, 64, 2, 33, 2).mean(axis=(1, 3, 5))
+    orig = np.asarray(src.dataobj[..., 3], dtype=float)
+    brain = orig > np.percentile(orig, 60)
+    assert np.corrcoef(back[brain], orig[brain])[0, 1] > 0.97
+
+
+def test_template_space_and_qc(xa30_run):
+    ds, out, _, _ = xa30_run
+    tpl = nib.load(out / "sub-01/func/sub-01_task-fa_run-1_space-MNI152NLin2009aSym_desc-sr_bold.nii.gz")
+    assert tpl.shape[3] == 20
+    assert np.allclose(tpl.header.get_zooms()[:3], (1.6875, 1.6875, 1.7))
+    qc = pd.read_csv(out / "sub-01/sub-01_qc.tsv", sep="\t")
+    assert qc.loc[0, "dice_brain_mask_MNI152NLin2009aSym"] > 0.75
+    assert 0 <= qc.loc[0, "fd_mean"] < 1.0
+    assert qc.loc[0, "cerebellum_labels_present"] >= 5
+    conf = pd.read_csv(out / "sub-01/func/sub-01_task-fa_run-1_desc-confounds_timeseries.tsv",
+                       sep="\t", na_values="n/a")
+    assert len(conf) == 20 and {"trans_x", "rot_z", "framewise_displacement"} <= set(conf)
+    dseg = nib.load(out / "sub-01/func/sub-01_task-fa_run-1_desc-cerebellum_dseg.nii.gz")
+    assert dseg.shape == (128, 128, 66)
+    lut = pd.read_csv(out / "sub-01/func/sub-01_task-fa_run-1_desc-cerebellum_dseg.tsv", sep="\t")
+    assert set(np.unique(dseg.get_fdata())) - {0} <= set(lut["index"])
+    html = (out / "sub-01.html").read_text()
+    assert "sub-01_task-fa_run-1" in html and "figures/" in html
+    for name in ("dataset_description.json", "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt",
+                 "sub-01/func/sub-01_task-fa_run-1_from-boldref_to-T1w_mode-image_xfm.txt"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("*.part"))
+
+
+def test_rerun_reuses_and_group(xa30_run, caplog):
+    ds, out, work, argv = xa30_run
+    before = sorted(p.name for p in ds.rglob("*"))
+    with caplog.at_level("INFO", logger="bids_boldsr"):
+        assert main(argv) == 0
+    msg = [r.getMessage() for r in caplog.records if "reused" in r.getMessage()][-1]
+    assert msg.split("processing step(s) computed")[0].split()[-1] == "0"
+    assert main([str(ds), str(out), "group", "-w", str(work)]) == 0
+    table = pd.read_csv(out / "group_bold.tsv", sep="\t", dtype={"subject": str})
+    assert list(table["run"]) == ["sub-01_task-fa_run-1"]
+    assert (out / "group_bold.html").is_file()
+    assert sorted(p.name for p in ds.rglob("*")) == before  # input dataset untouched
+
+
+def test_bold_only_dataset(tmp_path):
+    ds = _crop_bold_only(shared("ds-xa30"), tmp_path / "ds")
+    out = tmp_path / "out"
+    assert main([str(ds), str(out), "participant", "-w", str(tmp_path / "w"), "--sloppy",
+                 "--sr-factor", "1.5", "--output-spaces", "MNI152NLin2009aSym:res-2"]) == 0
+    sr = nib.load(out / "sub-01/func/sub-01_task-fa_desc-sr_bold.nii.gz")
+    assert sr.shape == (96, 96, 50, 6)
+    tpl = nib.load(out / "sub-01/func/sub-01_task-fa_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz")
+    assert tpl.shape[:3] == (98, 116, 94) and np.allclose(tpl.header.get_zooms()[:3], 2.0)
+    assert (out / "sub-01/func/sub-01_task-fa_from-boldref_to-MNI152NLin2009aSym_mode-image_xfm.txt").is_file()
+    qc = pd.read_csv(out / "sub-01/sub-01_qc.tsv", sep="\t")
+    assert qc.loc[0, "dice_brain_mask_MNI152NLin2009aSym_res-2"] > 0.7
