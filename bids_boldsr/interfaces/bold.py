@@ -26,7 +26,9 @@ class BoldReference(SimpleInterface):
     def _run_interface(self, runtime):
         from ..registration.boldref import bold_reference
 
-        ref, mask, _ = bold_reference(nib.load(self.inputs.bold_file))
+        from ..sr.stream import load_series
+
+        ref, mask, _ = bold_reference(load_series(self.inputs.bold_file))
         self._results["ref_file"] = save_img(ref, runtime.cwd, "boldref.nii.gz")
         self._results["mask_file"] = save_img(mask, runtime.cwd, "brain_mask.nii.gz")
         fov = nib.Nifti1Image(np.ones(ref.shape[:3], np.uint8), ref.affine)
@@ -60,7 +62,9 @@ class HeadMotion(SimpleInterface):
         from ..registration.motion import confounds_table, estimate_head_motion
 
         mask = nib.load(self.inputs.mask_file) if self.inputs.mask_file else None
-        result = estimate_head_motion(nib.load(self.inputs.bold_file), nib.load(self.inputs.ref_file),
+        from ..sr.stream import load_series
+
+        result = estimate_head_motion(load_series(self.inputs.bold_file), nib.load(self.inputs.ref_file),
                                       mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy)
         xfm = save_affines(Path(runtime.cwd) / "hmc_xfm.txt", np.asarray(result["matrices"]))
         conf = Path(runtime.cwd) / "confounds.tsv"

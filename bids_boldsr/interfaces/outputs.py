@@ -37,11 +37,12 @@ class RunQC(SimpleInterface):
         import pandas as pd
 
         from ..qc import mask_overlap, run_metrics
+        from ..sr.stream import load_series
 
         conf = (pd.read_csv(self.inputs.confounds_file, sep="\t", na_values="n/a")
                 if self.inputs.confounds_file else None)
         qc = dict(self.inputs.info or {})
-        qc.update(run_metrics(nib.load(self.inputs.bold_file), nib.load(self.inputs.sr_file),
+        qc.update(run_metrics(load_series(self.inputs.bold_file), load_series(self.inputs.sr_file),
                               nib.load(self.inputs.mask_file), conf))
         for space, warped, tpl, fov in zip(self.inputs.spaces or [], self.inputs.warped_mask_files or [],
                                            self.inputs.template_mask_files or [],

@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..sr.stream import StreamingNiftiWriter, int16_scale
+from ..sr.stream import StreamingNiftiWriter, int16_scale, load_series
 from .resample import grid_points, map_points, points_to_voxels
 
 
@@ -20,7 +20,7 @@ def resample_series(bold_file, out_file, ref_shape, ref_affine, transforms=(),
     """
     from tqdm import tqdm
 
-    img = nib.load(bold_file)
+    img = load_series(bold_file)
     n = img.shape[3]
     points = map_points(grid_points(ref_shape, ref_affine, dtype=np.float32), transforms)
     first = np.asarray(img.dataobj[..., 0], dtype=np.float32)

@@ -13,8 +13,9 @@ import numpy as np  # noqa: E402
 
 def _mean_img(path) -> nib.Nifti1Image:
     from ..qc import streamed_mean_std
+    from ..sr.stream import load_series
 
-    img = nib.load(path)
+    img = load_series(path)
     if img.ndim == 3:
         return img
     mean, _ = streamed_mean_std(img)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .grid import sr_target_grid, voxel_sizes
 from .interpolate import ORDERS, interpolate_volume
-from .stream import StreamingNiftiWriter, int16_scale
+from .stream import StreamingNiftiWriter, int16_scale, load_series
 
 
 def volume_method(method: str, checkpoint=None, device="cpu"):
@@ -27,7 +27,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     length); the output is int16 with a scale factor chosen from the input's range.
     Returns metadata for the sidecar.
     """
-    img = nib.load(bold_file)
+    img = load_series(bold_file)
     if img.ndim != 4:
         raise ValueError(f"{Path(bold_file).name} is not 4-D")
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor, voxel_size=voxel_size)

@@ -15,6 +15,16 @@ import nibabel as nib
 import numpy as np
 
 
+def load_series(path) -> nib.Nifti1Image:
+    """Open a 4-D image for reading volume by volume.
+
+    ``keep_file_open`` keeps one gzip stream open, so reading volumes in order is a forward
+    seek; without it every volume re-decompresses the file from the start (quadratic; 17x
+    slower already at 40 volumes of an 80x80x35 run).
+    """
+    return nib.load(path, keep_file_open=True)
+
+
 class StreamingNiftiWriter:
     """Context manager: ``with StreamingNiftiWriter(path, shape4d, affine) as w: w.write_volume(v)``.
 
