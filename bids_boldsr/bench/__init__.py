@@ -8,14 +8,15 @@ import sys
 
 COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "register": "registration vs. ANTs SyN on labelled pairs",
-            "segment": "cerebellar segmentation Dice against FreeSurfer aseg"}
+            "segment": "cerebellar segmentation Dice against FreeSurfer aseg",
+            "interp": "separable SR interpolation and streamed reading vs. the naive way"}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<10} {what}" for name, what in COMMANDS.items()]
-        print("usage: bids-boldsr-bench {sr,register,segment} [options]\n" + "\n".join(lines))
+        print("usage: bids-boldsr-bench {sr,register,segment,interp} [options]\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 64
     module = importlib.import_module(f"bids_boldsr.bench.{argv[0]}")
     return int(module.main(argv[1:]) or 0)

@@ -1,0 +1,215 @@
+"""``bids-boldsr-bench sr``: super-resolution against interpolation baselines on a real BOLD run.
+
+Each real volume is taken as HR; LR is simulated from it (the acquisition model ``B`` or plain box
+averaging); every method reconstructs on the HR grid from the LR only (tvsr is trained on the LR
+run, never on HR). PSNR/SSIM inside an EPI brain mask of the HR mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..sr.grid import sr_target_grid
+from ..sr.interpolate import interpolate_volume
+from ..sr.tvsr import AcquisitionModel, acquisition_from_image, load_tvsr, super_resolve_volume, train_tvsr
+from ..sr.tvsr.acquisition import sidecar_for
+
+MASK_DOC = "nilearn.masking.compute_epi_mask of the HR temporal mean"
+MAX_DOC = "99.9th percentile of the HR volume inside the mask"
+
+
+def psnr(ref, test, mask, data_range):
+    rmse = np.sqrt(np.mean((ref[mask] - test[mask]) ** 2))
+    return float(20 * np.log10(data_range / rmse))
+
+
+def ssim(ref, test, mask, data_range, k1=0.01, k2=0.03, sigma=1.5):
+    """3-D SSIM (Gaussian window, sigma 1.5 voxels), averaged over the mask."""
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    blur = lambda a: ndimage.gaussian_filter(a.astype(np.float64), sigma, truncate=3.5)
+    mu_r, mu_t = blur(ref), blur(test)
+    var_r = blur(ref * ref) - mu_r ** 2
+    var_t = blur(test * test) - mu_t ** 2
+    cov = blur(ref * test) - mu_r * mu_t
+    smap = ((2 * mu_r * mu_t + c1) * (2 * cov + c2)) / ((mu_r ** 2 + mu_t ** 2 + c1) * (var_r + var_t + c2))
+    return float(smap[mask].mean())
+
+
+def simulation_grids(hr_shape, hr_affine, factor):
+    """Crop HR so that the LR grid is exact (n_hr = n_lr * factor) and return both grids."""
+    lr_shape, crop = [], []
+    for n in hr_shape[:3]:
+        m = int(n // factor)
+        while abs(m * factor - round(m * factor)) > 1e-6:
+            m -= 1
+        lr_shape.append(m)
+        crop.append(int(round(m * factor)))
+    zooms = np.sqrt((hr_affine[:3, :3] ** 2).sum(axis=0))
+    lr_to_hr = np.eye(4)
+    lr_to_hr[:3, :3] = np.diag([factor] * 3)
+    lr_to_hr[:3, 3] = (factor - 1) / 2.0  # outer faces of both fields of view coincide
+    lr_affine = hr_affine @ lr_to_hr
+    check_shape, check_affine = sr_target_grid(lr_shape, lr_affine, factor=factor)
+    assert tuple(check_shape) == tuple(crop) and np.allclose(check_affine, hr_affine), "grid mismatch"
+    return tuple(crop), tuple(lr_shape), lr_affine, zooms
+
+
+def simulate_run(bold, factor, degradation, workdir):
+    """Write the simulated LR run (and its sidecar) to ``workdir``; return HR data and LR path."""
+    img = nib.load(str(bold))
+    hr_shape, lr_shape, lr_affine, zooms = simulation_grids(img.shape, img.affine, factor)
+    hr = np.asarray(img.dataobj[:hr_shape[0], :hr_shape[1], :hr_shape[2]], dtype=np.float32)
+    meta = json.loads(sidecar_for(bold).read_text()) if sidecar_for(bold).exists() else {}
+    acq = acquisition_from_image(img, meta)
+    model = acq if degradation == "acquisition" else AcquisitionModel(slice_axis=None, profile="box")
+    lr = np.stack([model.apply(hr[..., t], lr_shape) for t in range(hr.shape[3])], axis=-1)
+    lr_path = Path(workdir) / f"lr-x{factor}-{degradation}_bold.nii.gz"
+    lr_img = nib.Nifti1Image(lr, lr_affine)
+    lr_img.header.set_dim_info(slice=acq.slice_axis)
+    lr_img.header.set_zooms(tuple(zooms * factor) + (float(img.header.get_zooms()[3]),))
+    nib.save(lr_img, lr_path)
+    spacing = float(meta.get("SpacingBetweenSlices") or zooms[acq.slice_axis])
+    thickness = float(meta.get("SliceThickness") or spacing)
+    sidecar = {"SliceThickness": thickness * factor, "SpacingBetweenSlices": spacing * factor}
+    sidecar_for(lr_path).write_text(json.dumps(sidecar))
+    return hr, img.affine, lr, lr_affine, lr_path
+
+
+def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine):
+    if method in models:
+        return super_resolve_volume(models[method], lr_vol, lr_affine)
+    return interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method=method)
+
+
+def _stream_child(ckpt, lr_path, n_vol, out_path, queue):
+    """Child process: stream SR volumes to disk; report throughput and this process's peak RSS."""
+    import torch
+    torch.set_num_threads(1)
+    from ..sr.stream import StreamingNiftiWriter
+    model = load_tvsr(ckpt, "cpu")
+    img = nib.load(str(lr_path))
+    shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=model.config["factor"])
+    start = time.perf_counter()
+    with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:
+        for t in range(n_vol):
+            writer.write_volume(super_resolve_volume(model, np.asarray(img.dataobj[..., t], np.float32), img.affine))
+    seconds = time.perf_counter() - start
+    queue.put({"volumes": n_vol, "shape": list(shape), "seconds": seconds, "volumes_per_s": n_vol / seconds,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def throughput(ckpt, lr_path, n_vol, workdir):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_stream_child, args=(str(ckpt), str(lr_path), n_vol,
+                                                   str(Path(workdir) / f"sr-{n_vol}.nii"), queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def functional_check(hr, sr, mask):
+    """Voxelwise temporal correlation with the original series, and tSNR of both, in the mask."""
+    a, b = hr[mask], sr[mask]
+    a0, b0 = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    corr = (a0 * b0).sum(1) / np.sqrt((a0 ** 2).sum(1) * (b0 ** 2).sum(1) + 1e-12)
+    tsnr = lambda x: float(np.median(x.mean(1) / (x.std(1) + 1e-6)))
+    return {"temporal_corr_median": float(np.median(corr)), "tsnr_sr": tsnr(b), "tsnr_hr": tsnr(a)}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bids-boldsr-bench sr", description=__doc__)
+    p.add_argument("--bold", required=True, help="a 4-D BOLD NIfTI (its volumes are the HR reference)")
+    p.add_argument("--factor", type=float, required=True)
+    p.add_argument("--volumes", type=int, default=5, help="volumes scored (evenly spaced)")
+    p.add_argument("--degradation", choices=["acquisition", "box"], default="acquisition")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--sloppy", action="store_true", help="seconds-long training (smoke test)")
+    p.add_argument("--functional", action="store_true", help="also SR every volume: temporal correlation, tSNR")
+    p.add_argument("--throughput", type=int, nargs="*", metavar="N",
+                   help="train tvsr on the real run and stream N of its SR volumes to disk, in a fresh "
+                        "process per N; report volumes/s and peak RSS")
+    p.add_argument("--methods", default="tvsr,tvsr-published,spline,trilinear")
+    p.add_argument("--work-dir", help="keeps simulated data and checkpoints (default: temporary)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a tvsr hyper-parameter (repeatable), e.g. --hyper steps=300")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    from nilearn.masking import compute_epi_mask
+    methods = args.methods.split(",")
+    hyper = {k: json.loads(v) if v[:1] in "-0123456789[{tfn" else v
+             for k, v in (item.split("=", 1) for item in args.hyper)}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        hr, hr_affine, lr, lr_affine, lr_path = simulate_run(args.bold, args.factor, args.degradation, work)
+        mask = compute_epi_mask(nib.Nifti1Image(hr.mean(-1), hr_affine)).get_fdata() > 0
+        models, result = {}, {"factor": args.factor, "degradation": args.degradation, "mask": MASK_DOC,
+                              "psnr_max": MAX_DOC, "bold": str(args.bold), "hr_shape": list(hr.shape),
+                              "lr_shape": list(lr.shape), "methods": {}}
+        for method, variant in (("tvsr", "tvsr"), ("tvsr-published", "published")):
+            if method in methods:
+                ckpt = train_tvsr([lr_path], factor=args.factor, variant=variant, device=args.device,
+                                  sloppy=args.sloppy, out_dir=work / "models",
+                                  **(hyper if variant == "tvsr" else {}))
+                models[method] = load_tvsr(ckpt, args.device)
+                result["methods"][method] = {"train_seconds": models[method].training["seconds"],
+                                             "selected_step": models[method].training["best_step"]}
+        picks = np.unique(np.linspace(0, hr.shape[3] - 1, min(args.volumes, hr.shape[3])).round().astype(int))
+        for method in methods:
+            scores, start = [], time.perf_counter()
+            for t in picks:
+                out = _method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine)
+                ref = hr[..., t]
+                top = float(np.percentile(ref[mask], 99.9))
+                scores.append((psnr(ref, out, mask, top), ssim(ref, out, mask, top)))
+            entry = result["methods"].setdefault(method, {})
+            entry.update({"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
+                          "seconds": (time.perf_counter() - start) / len(picks)})
+            if args.functional:
+                sr = np.stack([_method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine)
+                               for t in range(hr.shape[3])], -1)
+                entry["functional"] = functional_check(hr, sr, mask)
+        if args.throughput:  # the product path: train on the real run itself, stream its SR to disk
+            start = time.perf_counter()
+            ckpt = train_tvsr([args.bold], factor=args.factor, variant="tvsr", device=args.device,
+                              sloppy=args.sloppy, out_dir=work / "models", **hyper)
+            train_s, n_t = time.perf_counter() - start, nib.load(str(args.bold)).shape[3]
+            result["throughput"] = [{**throughput(ckpt, args.bold, min(n, n_t), work), "train_seconds": train_s}
+                                    for n in args.throughput]
+    print(f"factor {args.factor}  degradation {args.degradation}  HR {hr.shape}  LR {lr.shape}  "
+          f"volumes scored {len(picks)}\nmask: {MASK_DOC}; PSNR MAX: {MAX_DOC}")
+    print(f"{'method':<16}{'PSNR dB':>9}{'SSIM':>8}{'s/vol':>8}{'train s':>9}")
+    for name, m in result["methods"].items():
+        print(f"{name:<16}{m['psnr']:>9.2f}{m['ssim']:>8.4f}{m['seconds']:>8.2f}{m.get('train_seconds', 0):>9.1f}")
+        if "functional" in m:
+            print(f"{'':<16}temporal corr {m['functional']['temporal_corr_median']:.4f}  "
+                  f"tSNR {m['functional']['tsnr_sr']:.2f} (HR {m['functional']['tsnr_hr']:.2f})")
+    for row in result.get("throughput", []):
+        print(f"throughput (real run, trained {row['train_seconds']:.0f} s): {row['volumes']} vols of "
+              f"{row['shape']}: {row['volumes_per_s']:.2f} vol/s, peak RSS {row['peak_rss_mb']:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
