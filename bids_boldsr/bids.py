@@ -190,7 +190,7 @@ def derivative_path(output_dir: Path, entities: dict, datatype: str, suffix: str
 
 
 BIDSIGNORE = ["*.html", "logs/", "figures/", "sub-*/figures/", "sub-*/log/",
-              "*_timeseries.tsv", "*_qc.json", "*_qc.tsv", "group_*"]
+              "*_timeseries.tsv", "*_morph.tsv", "*_qc.json", "*_qc.tsv", "group_*"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, container: str | None = None):

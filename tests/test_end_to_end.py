@@ -99,3 +99,17 @@ def test_bold_only_dataset(tmp_path):
     assert (out / "sub-01/func/sub-01_task-fa_from-boldref_to-MNI152NLin2009aSym_mode-image_xfm.txt").is_file()
     qc = pd.read_csv(out / "sub-01/sub-01_qc.tsv", sep="\t")
     assert qc.loc[0, "dice_brain_mask_MNI152NLin2009aSym_res-2"] > 0.7
+
+
+def test_cerebellar_summaries(xa30_run):
+    _, out, _, _ = xa30_run
+    func = out / "sub-01/func"
+    dseg = nib.load(func / "sub-01_task-fa_run-1_desc-cerebellum_dseg.nii.gz")
+    lut = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellum_dseg.tsv", sep="\t")
+    present = sorted(set(np.unique(np.asarray(dseg.dataobj))) - {0})
+    ts = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellum_timeseries.tsv", sep="\t")
+    assert list(ts.columns) == [lut.set_index("index").loc[i, "name"] for i in present]
+    assert len(ts) == 20 and ts.notna().all().all()
+    vols = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellum_morph.tsv", sep="\t")
+    assert list(vols["index"]) == present
+    assert np.allclose(vols["volume_mm3"], vols["voxels"] * 1.6875 * 1.6875 * 1.7, rtol=1e-4)

@@ -35,3 +35,37 @@ class ResampleLabels(SimpleInterface):
         dseg = labels_to_grid(nib.load(self.inputs.in_file), ref.shape[:3], ref.affine, chain)
         self._results["out_file"] = save_img(dseg, runtime.cwd, "dseg.nii.gz")
         return runtime
+
+
+class _LabelSummariesInputSpec(BaseInterfaceInputSpec):
+    series_file = File(exists=True, mandatory=True)
+    dseg_file = File(exists=True, mandatory=True)
+    lut_file = File(exists=True, mandatory=True)
+
+
+class _LabelSummariesOutputSpec(TraitedSpec):
+    timeseries_file = File(exists=True)
+    volumes_file = File(exists=True)
+
+
+class LabelSummaries(SimpleInterface):
+    """Per-label mean time series and volumes (``segmentation.summaries``)."""
+
+    input_spec = _LabelSummariesInputSpec
+    output_spec = _LabelSummariesOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..segmentation.summaries import label_timeseries, label_volumes, read_lut
+        from ..sr.stream import load_series
+
+        lut = read_lut(self.inputs.lut_file)
+        dseg = nib.load(self.inputs.dseg_file)
+        ts = label_timeseries(load_series(self.inputs.series_file), dseg, lut)
+        vols = label_volumes(dseg, lut)
+        self._results["timeseries_file"] = str(Path(runtime.cwd) / "timeseries.tsv")
+        self._results["volumes_file"] = str(Path(runtime.cwd) / "volumes.tsv")
+        ts.to_csv(self._results["timeseries_file"], sep="\t", index=False, float_format="%.6g")
+        vols.to_csv(self._results["volumes_file"], sep="\t", index=False)
+        return runtime

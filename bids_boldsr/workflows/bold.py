@@ -10,7 +10,7 @@ from ..interfaces.bold import BoldReference, HeadMotion
 from ..interfaces.outputs import RunQC
 from ..interfaces.registration import RegisterLinear, ResampleSeries
 from ..interfaces.reports import RunFigures
-from ..interfaces.segmentation import ResampleLabels
+from ..interfaces.segmentation import LabelSummaries, ResampleLabels
 from ..interfaces.sr import SuperResolve
 from .outputs import sink
 
@@ -106,6 +106,16 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
                    "inverse of the template normalisation", "Template": anchor["space"]},
          name="ds_dseg")
     sink_static(wf, str(anchor["atlas_tsv"]), dpath("dseg", ".tsv", desc="cerebellum"), "ds_dseg_tsv")
+    summaries = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="cerebellum_summaries",
+                        mem_gb=1.0)
+    wf.connect([(sr, summaries, [("out_file", "series_file")]),
+                (dseg, summaries, [("out_file", "dseg_file")])])
+    sink(wf, summaries, "timeseries_file", dpath("timeseries", ".tsv", desc="cerebellum"),
+         metadata={"Description": "mean super-resolved BOLD signal per cerebellar label (columns "
+                   "named as in the dseg lookup table)", "RepetitionTime": run.repetition_time},
+         name="ds_cerebellum_timeseries")
+    sink(wf, summaries, "volumes_file", dpath("morph", ".tsv", desc="cerebellum"),
+         name="ds_cerebellum_volumes")
     qc.inputs.spaces = [t["space_label"] for t in templates]
 
     merges = {key: pe.Node(niu.Merge(len(templates) or 1), name=f"{key}_per_space")
