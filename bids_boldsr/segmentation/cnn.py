@@ -1,0 +1,145 @@
+"""Learned cerebellum segmentation: two small plain-torch 3-D U-Nets.
+
+1. the *locator* sees the whole field of view at 4 mm and marks the cerebellum (2 classes);
+2. the *segmenter* sees a 160 x 128 x 128 mm box at 2 mm around it and labels left/right
+   cortex and white matter (:mod:`.labels`).
+Both were trained on synthetic images only (:mod:`.train`), so any contrast works (T1w, EPI).
+"""
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy import ndimage
+
+from .grids import normalize, resample, sample_at, world_grid
+from .labels import LEFT, N_CLASSES, RIGHT
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "segmentation" / "cerebellum_unet.pt"
+LOCATOR = {"channels": 8, "levels": 4, "n_classes": 2, "work_mm": 4.0}
+SEGMENTER = {"channels": 16, "levels": 3, "n_classes": N_CLASSES, "work_mm": 2.0}
+FINE_SHAPE = (80, 64, 64)  # 2 mm voxels: 160 x 128 x 128 mm, margin around a 115 x 70 x 70 mm cerebellum
+
+
+def _block(cin, cout):
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.1),
+        nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.1))
+
+
+class UNet3D(nn.Module):
+    """U-Net: ``levels`` resolutions, ``channels`` doubling per level, logits out."""
+
+    def __init__(self, channels=16, levels=3, n_classes=N_CLASSES, **_):
+        super().__init__()
+        ch = [channels * 2 ** i for i in range(levels)]
+        self.down = nn.ModuleList(_block(1 if i == 0 else ch[i - 1], ch[i]) for i in range(levels))
+        self.up = nn.ModuleList(_block(ch[i] + ch[i + 1], ch[i]) for i in range(levels - 1))
+        self.head = nn.Conv3d(ch[0], n_classes, 1)
+        self.multiple = 2 ** (levels - 1)  # input sizes must be divisible by this
+
+    def forward(self, x):
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(F.max_pool3d(x, 2) if i else x)
+            skips.append(x)
+        for i in reversed(range(len(self.up))):
+            x = F.interpolate(x, size=skips[i].shape[2:], mode="trilinear", align_corners=False)
+            x = self.up[i](torch.cat([x, skips[i]], 1))
+        return self.head(x)
+
+
+def load_models(weights=None, device="cpu"):
+    """(locator, segmenter) in eval mode from a checkpoint written by :mod:`.train`."""
+    state = torch.load(weights or WEIGHTS, map_location="cpu", weights_only=True)
+    models = []
+    for key, cfg in (("locator", LOCATOR), ("segmenter", SEGMENTER)):
+        net = UNet3D(**json.loads(state[key + "_config"]) if key + "_config" in state else cfg)
+        net.load_state_dict(state[key])
+        models.append(net.to(device).eval())
+    return tuple(models)
+
+
+def _predict(net, vol: torch.Tensor, device) -> torch.Tensor:
+    """Softmax probabilities of a normalised (X, Y, Z) volume, padded to the net's multiple."""
+    m = net.multiple
+    pad = [(-n) % m for n in vol.shape]
+    x = F.pad(vol, [0, pad[2], 0, pad[1], 0, pad[0]])[None, None].to(device)
+    with torch.no_grad():
+        prob = torch.softmax(net(x), 1)[0].cpu()
+    return prob[:, : vol.shape[0], : vol.shape[1], : vol.shape[2]]
+
+
+def _as_3d(image: nib.Nifti1Image) -> np.ndarray:
+    data = np.asanyarray(image.dataobj, dtype=np.float32)
+    if data.ndim == 4:  # BOLD: segment the temporal mean
+        data = data.mean(-1)
+    return np.nan_to_num(data.reshape(data.shape[:3]))
+
+
+def locate(locator, data, affine, device="cpu", max_mm=320.0):
+    """World centre (mm) of the cerebellum from a whole-field-of-view pass at 4 mm."""
+    world = nib.affines.apply_affine(affine, _corners(data.shape))
+    lo, hi = world.min(0), world.max(0)
+    step = LOCATOR["work_mm"]
+    shape = np.minimum(np.ceil((hi - lo) / step) + 1, max_mm / step).astype(int)
+    grid = world_grid((lo + hi) / 2, shape, step)
+    prob = _predict(locator, normalize(resample(data, affine, grid, shape, step)), device)[1].numpy()
+    mask = prob > 0.5
+    if mask.any():  # keep the largest blob: stray voxels elsewhere must not pull the centre
+        centre = np.array(ndimage.center_of_mass(prob * _largest_blob(mask)))
+    else:
+        centre = np.array(np.unravel_index(np.argmax(prob), prob.shape), float)
+    return nib.affines.apply_affine(grid, centre)
+
+
+def _corners(shape) -> np.ndarray:
+    return np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+
+
+def _largest_blob(mask: np.ndarray) -> np.ndarray:
+    blobs, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return blobs == 1 + np.argmax(ndimage.sum(mask, blobs, range(1, n + 1)))
+
+
+def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True) -> torch.Tensor:
+    """Class probabilities on the 2 mm box; ``flip`` averages with the left-right mirrored pass
+    (its left and right classes swapped back), then drops islands outside the largest cerebellum blob."""
+    prob = _predict(segmenter, vol, device)
+    if flip:
+        mirrored = _predict(segmenter, vol.flip(0), device).flip(1)
+        prob = (prob + mirrored[[0, *RIGHT, *LEFT]]) / 2
+    keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > 0.5))
+    prob[1:] *= keep
+    prob[0] = torch.where(keep, prob[0], torch.ones(()))
+    return prob
+
+
+def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=True) -> nib.Nifti1Image:
+    """Cerebellum labels (:data:`.labels.LABELS` indices, uint8) on the grid of ``image``.
+
+    Any orientation, voxel size and contrast; a 4-D image is segmented on its temporal mean.
+    """
+    locator, segmenter = load_models(weights, device)
+    data, affine = _as_3d(image), image.affine
+    grid = world_grid(locate(locator, data, affine, device), FINE_SHAPE, SEGMENTER["work_mm"])
+    vol = normalize(resample(data, affine, grid, FINE_SHAPE, SEGMENTER["work_mm"]))
+    prob = segment_probabilities(segmenter, vol, device, flip)
+    # back to the input grid, only inside the box (the rest is background)
+    box = nib.affines.apply_affine(np.linalg.inv(affine) @ grid, _corners(FINE_SHAPE))
+    lo = np.clip(np.floor(box.min(0)).astype(int), 0, data.shape)
+    hi = np.clip(np.ceil(box.max(0)).astype(int) + 1, 0, data.shape)
+    labels = np.zeros(data.shape, np.uint8)
+    if (hi > lo).all():
+        offset = np.eye(4)
+        offset[:3, 3] = lo
+        fine = sample_at(prob, np.linalg.inv(grid) @ affine @ offset, hi - lo, 0.0)
+        labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = fine.argmax(0).numpy().astype(np.uint8)
+    out = nib.Nifti1Image(labels, affine)
+    out.header.set_xyzt_units("mm")
+    return out

@@ -1,0 +1,163 @@
+"""Train the cerebellum locator + segmenter on images synthesised from label maps (CPU, seeded).
+
+    python -m bids_boldsr.segmentation.train --labelmaps ../shared/data/labelmaps \
+        --out bids_boldsr/data/segmentation --steps 1500 --seed 0
+
+Label maps 13 and 14 are held back for evaluation (``--holdout``). Sample ``i`` is drawn from a
+generator seeded with (seed, i), so a run is reproducible whatever the data-loader process does.
+"""
+import argparse
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .cnn import LOCATOR, SEGMENTER, UNet3D
+from .synth import load_label_map, synth_crop, synth_head
+
+HOLDOUT = ("13", "14")
+
+
+def soft_dice_ce(logits, target):
+    """Cross-entropy with soft (partial-volume) targets + mean soft Dice loss of foreground classes."""
+    logp = F.log_softmax(logits, 1)
+    ce = -(target * logp).sum(1).mean()
+    prob = logp.exp()[:, 1:]
+    tgt = target[:, 1:]
+    dims = (0, 2, 3, 4)
+    dice = (2 * (prob * tgt).sum(dims) + 1) / (prob.sum(dims) + tgt.sum(dims) + 1)
+    return ce + 1 - dice.mean()
+
+
+def train_step(net, opt, image, target):
+    opt.zero_grad(set_to_none=True)
+    loss = soft_dice_ce(net(image), target)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+class Samples(torch.utils.data.Dataset):
+    """Sample ``i``: a segmenter crop, plus a locator head every ``locator_every`` steps."""
+
+    def __init__(self, maps, seed, steps, locator_every):
+        self.maps, self.seed, self.steps, self.locator_every = maps, seed, steps, locator_every
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, i):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        crop = synth_crop(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen)
+        head = None
+        if i % self.locator_every == 0:
+            head = synth_head(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen)
+        return crop, head
+
+
+def state_sha256(state: dict) -> str:
+    """Hash of the tensors (names, dtypes, values): stable across torch.save container details."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        h.update(key.encode())
+        h.update(value.encode() if isinstance(value, str) else value.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_every=2, lr=2e-3,
+          log_every=25, holdout=HOLDOUT, segmenter=None, locator=None, init=None):
+    """Train both networks; write ``cerebellum_unet.pt`` + ``cerebellum_unet.json`` to ``out``.
+
+    ``init``: a checkpoint to continue from (its record is kept under ``"init"``)."""
+    start = time.time()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    files = sorted(p for p in Path(labelmaps).glob("training_seg_*.nii*")
+                   if not any(p.name.startswith(f"training_seg_{h}.") for h in holdout))
+    if not files:
+        raise FileNotFoundError(f"no training_seg_*.nii.gz in {labelmaps}")
+    maps = [load_label_map(p) for p in files]
+    seg_cfg, loc_cfg = dict(segmenter or SEGMENTER), dict(locator or LOCATOR)
+    torch.manual_seed(seed)
+    nets = {"segmenter": UNet3D(**seg_cfg), "locator": UNet3D(**loc_cfg)}
+    previous = None
+    if init:
+        checkpoint = torch.load(init, map_location="cpu", weights_only=True)
+        for key, net in nets.items():
+            net.load_state_dict(checkpoint[key])
+        record_path = Path(init).with_suffix(".json")
+        previous = json.loads(record_path.read_text()) if record_path.exists() else {"weights": str(init)}
+    opts = {k: torch.optim.Adam(n.parameters(), lr=lr) for k, n in nets.items()}
+    # cosine decay to 5 % of lr: most of the gain comes early, the tail settles the weights
+    scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+              for k, o in opts.items()}
+    loader = torch.utils.data.DataLoader(Samples(maps, seed, steps, locator_every), batch_size=None,
+                                         shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None)
+    curve, recent = [], {"segmenter": [], "locator": []}
+    for step, (crop, head) in enumerate(loader):
+        for key, sample in (("segmenter", crop), ("locator", head)):
+            if sample is not None:
+                recent[key].append(train_step(nets[key], opts[key], sample[0][None], sample[1][None]))
+            scheds[key].step()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            means = {k: sum(v) / max(1, len(v)) for k, v in recent.items()}
+            curve.append({"step": step + 1, **{k: round(v, 4) for k, v in means.items()}})
+            elapsed = time.time() - start
+            print(f"step {step + 1}/{steps}  segmenter {means['segmenter']:.4f}  locator {means['locator']:.4f}"
+                  f"  {elapsed:.0f}s (eta {elapsed / (step + 1) * (steps - step - 1):.0f}s)", flush=True)
+            recent = {k: [] for k in recent}
+    state = {}
+    for key, net in nets.items():
+        state.update({f"{key}.{k}": v for k, v in net.state_dict().items()})
+    checkpoint = {"segmenter": nets["segmenter"].state_dict(), "locator": nets["locator"].state_dict(),
+                  "segmenter_config": json.dumps(seg_cfg), "locator_config": json.dumps(loc_cfg)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "cerebellum_unet.pt.tmp"
+    torch.save(checkpoint, tmp)
+    tmp.replace(out / "cerebellum_unet.pt")
+    record = {
+        "weights": "cerebellum_unet.pt",
+        "weights_sha256": state_sha256(state),
+        "file_sha256": hashlib.sha256((out / "cerebellum_unet.pt").read_bytes()).hexdigest(),
+        "training_data": [p.name for p in files], "held_out": list(holdout),
+        "source": "BBillot/SynthSeg data/training_label_maps (Apache-2.0)",
+        "steps": steps, "seed": seed, "threads": threads, "lr": lr, "locator_every": locator_every,
+        "segmenter": seg_cfg, "locator": loc_cfg, "seconds": round(time.time() - start, 1),
+        "torch": torch.__version__, "python": platform.python_version(), "loss_curve": curve,
+        "command": "python -m bids_boldsr.segmentation.train " + " ".join(sys.argv[1:]),
+    }
+    if previous:
+        record["init"] = previous
+    (out / "cerebellum_unet.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bids_boldsr.segmentation.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labelmaps", required=True, help="folder with training_seg_XX.nii.gz")
+    ap.add_argument("--out", required=True, help="folder for cerebellum_unet.pt/.json")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the networks")
+    ap.add_argument("--workers", type=int, default=1, help="synthesis processes (0: in-process)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--init", help="continue from this checkpoint (e.g. more steps, another seed)")
+    ap.add_argument("--holdout", nargs="*", default=list(HOLDOUT), help="label map numbers kept out")
+    args = ap.parse_args(argv)
+    record = train(args.labelmaps, args.out, args.steps, args.seed, args.threads, args.workers,
+                   lr=args.lr, holdout=tuple(args.holdout), init=args.init)
+    print(json.dumps({k: record[k] for k in ("weights_sha256", "steps", "seed", "seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
