@@ -21,3 +21,47 @@ def labels_to_grid(labels: nib.Nifti1Image, ref_shape, ref_affine, transforms=()
 def invert_chain(matrices) -> list:
     """Inverse of a chain of affine pull matrices (reverse order, each inverted)."""
     return [np.linalg.inv(np.asarray(m)) for m in reversed(list(matrices))]
+
+
+def hemisphere_labels(atlas: nib.Nifti1Image, names) -> nib.Nifti1Image:
+    """AAL cerebellar regions (1..26) recoded as left (1) / right (3) cerebellum, the learned
+    route's table (cortex indices: AAL does not separate white matter). Vermis is split at x=0."""
+    from .labels import LEFT, RIGHT
+
+    data = np.asarray(atlas.dataobj).astype(int)
+    ijk = np.indices(data.shape).reshape(3, -1)
+    x = (atlas.affine[0, :3] @ ijk + atlas.affine[0, 3]).reshape(data.shape)
+    out = np.zeros(data.shape, np.uint8)
+    for idx, name in enumerate(names, start=1):
+        sel = data == idx
+        if name.endswith("_L"):
+            out[sel] = LEFT[0]
+        elif name.endswith("_R"):
+            out[sel] = RIGHT[0]
+        else:  # vermis
+            out[sel & (x < 0)] = LEFT[0]
+            out[sel & (x >= 0)] = RIGHT[0]
+    return nib.Nifti1Image(out, atlas.affine)
+
+
+def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None) -> nib.Nifti1Image:
+    """Cerebellum by registration: affine of ``image`` to the embedded MNI152NLin2009aSym template
+    (two-stage, brain-masked, mutual information), AAL cerebellar labels pulled back onto the
+    image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from .. import templates as tpl
+    from ..registration.linear import register_to_template
+
+    cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path(tempfile.gettempdir()))) / "bids-boldsr"
+    image = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).squeeze()
+                            if image.ndim == 3 else np.asarray(image.dataobj, np.float32).mean(axis=3),
+                            image.affine)
+    get = lambda **q: nib.load(tpl.get_template_file(tpl.EMBEDDED, cache, resolution=1, **q))  # noqa: E731
+    template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
+    atlas = get(atlas="AAL", desc="cerebellum", suffix="dseg")
+    matrix = register_to_template(image, template, mask, dof=12, device=device, sloppy=sloppy)
+    hemis = hemisphere_labels(atlas, tpl.aal_cerebellum_names())
+    return labels_to_grid(hemis, image.shape[:3], image.affine, [np.linalg.inv(matrix)])
