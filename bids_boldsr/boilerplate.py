@@ -8,7 +8,13 @@ def methods_text(config, has_t1w: bool) -> str:
     size = (f"an isotropic voxel size of {config.sr_voxel_size} mm" if config.sr_voxel_size
             else f"a factor of {config.sr_factor:g} along each axis (field of view preserved)")
     sr = {"spline": "cubic B-spline interpolation (scipy.ndimage, order 3)",
-          "trilinear": "trilinear interpolation"}.get(config.sr_method, config.sr_method)
+          "trilinear": "trilinear interpolation",
+          "tvsr": "a self-supervised, total-variation-regularised residual 3-D CNN trained on the "
+                  "participant's own low-resolution runs only (no high-resolution data), with an "
+                  "explicit acquisition model (slice profile and in-plane voxel averaging)",
+          "tvsr-published": "the published self-supervised TV-regularised deep super-resolution "
+                            "network (trilinear upsampling + 10-layer residual CNN)",
+          }.get(config.sr_method, config.sr_method)
     reg = ("the BOLD reference was registered to the T1w image (rigid, mutual information) and the "
            "T1w to the template (affine, mutual information, template-based brain masking)"
            if has_t1w else

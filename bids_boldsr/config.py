@@ -23,7 +23,7 @@ class Config:
     mem_gb: float = 8.0
     n_gpu_procs: int = 1
     device: str = "auto"
-    sr_method: str = "spline"
+    sr_method: str = "tvsr"
     sr_factor: float | None = 2.0
     sr_voxel_size: float | None = None
     output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")

@@ -39,7 +39,8 @@ def test_native_sr_bold(xa30_run):
     assert sr.header.get_zooms()[3] == pytest.approx(1.0)
     meta = json.loads(sr_file.with_name(sr_file.name.replace(".nii.gz", ".json")).read_text())
     assert meta["RepetitionTime"] == 1.0 and meta["TaskName"] == "fa"
-    assert meta["SuperResolutionMethod"] == "spline" and meta["SuperResolutionFactor"] == 2.0
+    assert meta["SuperResolutionMethod"] == "tvsr" and meta["SuperResolutionFactor"] == 2.0
+    assert len(meta["WeightsSHA256"]) == 64 and meta["Seed"] == 0 and meta["Alpha"] > 0
     assert meta["InputVoxelSize"] == [3.375, 3.375, 3.4]
     # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input
     vol = np.asarray(sr.dataobj[..., 3], dtype=float)
@@ -91,7 +92,7 @@ def test_bold_only_dataset(tmp_path):
     ds = _crop_bold_only(shared("ds-xa30"), tmp_path / "ds")
     out = tmp_path / "out"
     assert main([str(ds), str(out), "participant", "-w", str(tmp_path / "w"), "--sloppy",
-                 "--sr-factor", "1.5", "--output-spaces", "MNI152NLin2009aSym:res-2"]) == 0
+                 "--sr-factor", "1.5", "--sr-method", "spline", "--output-spaces", "MNI152NLin2009aSym:res-2"]) == 0
     sr = nib.load(out / "sub-01/func/sub-01_task-fa_desc-sr_bold.nii.gz")
     assert sr.shape == (96, 96, 50, 6)
     tpl = nib.load(out / "sub-01/func/sub-01_task-fa_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz")

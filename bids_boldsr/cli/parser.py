@@ -10,7 +10,7 @@ from ..errors import EX_UNKNOWN_LEVEL, BoldSRError, UsageError
 from ..templates import parse_space
 
 ANALYSIS_LEVELS = ("participant", "group")
-SR_METHODS = ("spline", "trilinear")
+SR_METHODS = ("tvsr", "tvsr-published", "spline", "trilinear")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device; 'auto' uses CUDA when a GPU is visible")
     g = p.add_argument_group("super-resolution")
-    g.add_argument("--sr-method", choices=SR_METHODS, default="spline")
+    g.add_argument("--sr-method", choices=SR_METHODS, default="tvsr",
+                   help="tvsr: self-supervised TV-regularised deep SR trained on the participant's own "
+                        "LR data (default); tvsr-published: the faithful published variant; spline, "
+                        "trilinear: interpolation baselines")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--sr-factor", type=_positive_float, default=None,
                       help="voxel size divisor (default 2; non-integers such as 1.5 allowed)")

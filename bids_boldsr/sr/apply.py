@@ -12,10 +12,43 @@ from .interpolate import ORDERS, interpolate_volume
 from .stream import StreamingNiftiWriter, int16_scale, load_series
 
 
+LEARNED = {"tvsr": "tvsr", "tvsr-published": "published"}  # CLI method -> training variant
+METHODS = tuple(LEARNED) + tuple(ORDERS)
+
+
+def needs_training(method: str) -> bool:
+    return method in LEARNED
+
+
+def train_sr_model(bold_files, method, factor=None, voxel_size=None, device="cpu", seed=0,
+                   sloppy=False, out_dir="."):
+    """Train the participant's model on all its runs (LR data only); None for interpolation."""
+    if not needs_training(method):
+        return None
+    from .tvsr import train_tvsr
+
+    return train_tvsr(list(bold_files), factor=factor, voxel_size=voxel_size,
+                      variant=LEARNED[method], device=device, seed=seed, sloppy=sloppy,
+                      out_dir=out_dir)
+
+
 def volume_method(method: str, checkpoint=None, device="cpu"):
     """A function ``f(vol, in_affine, out_shape, out_affine) -> vol`` for ``method``."""
     if method in ORDERS:
         return lambda vol, a, s, b: interpolate_volume(vol, a, s, b, method=method)
+    if method in LEARNED:
+        if checkpoint is None:
+            raise ValueError(f"--sr-method {method} needs a trained checkpoint")
+        from .tvsr import load_tvsr, super_resolve_volume
+
+        model = load_tvsr(checkpoint, device)
+
+        def run(vol, a, s, b):
+            out = super_resolve_volume(model, vol, a)
+            if out.shape != tuple(s):
+                raise ValueError(f"model output {out.shape} does not match the SR grid {tuple(s)}")
+            return out
+        return run
     raise ValueError(f"unknown super-resolution method {method!r}")
 
 
@@ -44,7 +77,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
             writer.write_volume(fn(vol, img.affine, shape, affine))
             bar.update(1)
     bar.close()
-    return {
+    meta = {
         "SuperResolutionMethod": method,
         "SuperResolutionFactor": None if factor is None else float(factor),
         "InputVoxelSize": [round(float(v), 4) for v in voxel_sizes(img.affine)],
@@ -54,6 +87,12 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         "Device": str(device),
         "ModelHash": _sha256(checkpoint) if checkpoint else None,
     }
+    if checkpoint:
+        from .tvsr import tvsr_metadata
+
+        meta.update({k: v for k, v in tvsr_metadata(checkpoint).items()
+                     if k != "SuperResolutionMethod"})
+    return meta
 
 
 def _sha256(path) -> str:

@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.registration import RegisterLinear
 from ..interfaces.reports import ParticipantReport
+from ..interfaces.sr import TrainSR
 from .bold import init_bold_wf, node_safe
 from .outputs import sink
 
@@ -24,6 +25,7 @@ def init_bids_boldsr_wf(config, subjects: dict, templates, anchor, device, confi
 def init_single_subject_wf(config, subject, data, templates, anchor, device, config_file):
     from ..bids import derivative_path
     from ..boilerplate import methods_text
+    from ..sr.apply import needs_training
 
     wf = pe.Workflow(name=f"sub_{node_safe(subject)}_wf")
     has_t1w = data["t1w"] is not None
@@ -54,8 +56,17 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
             metadata={"Type": "Brain", "Method": "template brain mask pulled through the "
                       "T1w-to-template affine"}, name="ds_t1w_mask")
 
+    train = None
+    if needs_training(config.sr_method):  # one model per participant, trained on all its runs
+        train = pe.Node(TrainSR(bold_files=[str(r.path) for r in runs], method=config.sr_method,
+                                factor=config.sr_factor if config.sr_voxel_size is None else None,
+                                voxel_size=config.sr_voxel_size, device=device,
+                                seed=config.random_seed, sloppy=config.sloppy,
+                                use_gpu=device == "cuda"), name="sr_train", mem_gb=4.0)
     for i, run in enumerate(runs, start=1):
         bold_wf = init_bold_wf(config, run, templates, anchor, device, has_t1w)
+        if train is not None:
+            wf.connect(train, "checkpoint", bold_wf, "inputnode.checkpoint")
         if has_t1w:
             bold_wf.inputs.inputnode.t1w_file = str(data["t1w"])
             wf.connect([(t1w_reg, bold_wf, [("xfm_file", "inputnode.t1w_to_template_xfm"),

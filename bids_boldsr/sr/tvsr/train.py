@@ -1,0 +1,231 @@
+"""Self-supervised training on the LR data of one or more BOLD runs (no HR ever seen).
+
+Two variants share the checkpoint format:
+
+* ``tvsr`` (ours): scale recursion ("zero-shot SR"). Each LR volume ``x`` is degraded once more by
+  the explicit acquisition model, ``x' = B x`` on a grid ``factor`` times coarser; the network learns
+  ``spline(x') -> x`` (MSE, or Charbonnier, data term + ``alpha`` * isotropic TV) on randomly
+  mirrored patches, and is applied to ``spline(x)`` at inference. Held-out LR volumes give a
+  validation loss that picks the weights and stops training (no HR needed). Inference adds a
+  data-consistency refinement under ``B``. Defaults chosen on the benchmark: docs/benchmarks-sr.md.
+* ``published``: trilinear upsampling + 10-layer residual CNN trained with
+  ``||x - B f(x)||^2 + 0.01 TV(f(x))``, ``B`` a trilinear resample, Adam 1e-3 halved on a
+  5-epoch plateau.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..grid import sr_target_grid
+from .acquisition import AcquisitionModel, acquisition_from_image, coarse_shape_for, sidecar_for
+from .model import ResidualCNN, total_variation
+from .resample import robust_scale, torch_trilinear, upsample
+
+DEFAULTS = {
+    # more steps lower the held-out LR loss but over-sharpen at the finer scale: 300 is the budget
+    "tvsr": dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
+                 val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
+                 dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate"),
+    "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
+                      epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
+                      dc_iters=0),
+}
+SLOPPY = dict(steps=12, val_every=4, max_volumes=4)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def weights_sha256(state_dict) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _run_id(path: str) -> dict:
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _load_volumes(bold_files, max_volumes, rng) -> list[np.ndarray]:
+    """Up to ``max_volumes`` volumes per run (evenly spaced), each divided by its robust scale."""
+    vols = []
+    for path in bold_files:
+        img = nib.load(str(path))
+        n_t = img.shape[3] if img.ndim == 4 else 1
+        picks = np.unique(np.linspace(0, n_t - 1, min(n_t, max_volumes)).round().astype(int))
+        data = img.dataobj
+        for t in picks:
+            vol = np.asarray(data[..., t] if img.ndim == 4 else data, dtype=np.float32)
+            vols.append(vol / robust_scale(vol))
+    return vols
+
+
+def _random_crop(rng, shape, patch):
+    size = [min(p, n) for p, n in zip(patch, shape)]
+    start = [int(rng.integers(0, n - p + 1)) for n, p in zip(shape, size)]
+    return tuple(slice(s, s + p) for s, p in zip(start, size))
+
+
+def _charbonnier(a, b, eps=1e-3):
+    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+def _autocast(device):
+    """bf16 mixed precision on CUDA; a no-op context on CPU (keeps CPU runs deterministic)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def network_input(x: np.ndarray, fine_shape, acq: AcquisitionModel, hyper: dict) -> np.ndarray:
+    """What the tvsr network sees: the spline upsampling of ``x``, optionally made consistent
+    with ``x`` under ``B`` first (``input_dc`` back-projection steps)."""
+    from .infer import data_consistency  # infer imports train; avoid the cycle at import time
+    return data_consistency(upsample(x, fine_shape, order=3), x, acq, hyper.get("input_dc", 0))
+
+
+def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
+    """Train ``spline(B x) -> x`` on random patches; pick weights by held-out LR volumes."""
+    pairs = []
+    for vol in vols:
+        coarse = acq.apply(vol, coarse_shape_for(vol.shape, factor))
+        pairs.append((network_input(coarse, vol.shape, acq, hyper), vol))
+    n_val = max(1, len(pairs) // 8) if len(pairs) > 1 else 0
+    val = pairs[::max(1, len(pairs) // n_val)][:n_val] if n_val else pairs[:1]
+    train = [p for p in pairs if not any(p is v for v in val)] or pairs
+    opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hyper["steps"], eta_min=hyper["lr"] / 20)
+    patch = [hyper["patch"]] * 3
+    eps = hyper.get("charbonnier_eps", 1e-3)
+    data_term = (lambda a, b: _charbonnier(a, b, eps)) if hyper["loss"] == "charbonnier" else F.mse_loss
+
+    def val_loss():
+        net.eval()
+        with torch.no_grad(), _autocast(device):
+            err = [F.mse_loss(net(torch.from_numpy(u)[None, None].to(device)).float(),
+                              torch.from_numpy(x)[None, None].to(device)).item() for u, x in val]
+        net.train()
+        return float(np.mean(err))
+
+    best = (val_loss(), 0, copy.deepcopy(net.state_dict()))
+    history = [(0, best[0])]
+    for step in range(1, hyper["steps"] + 1):
+        picks = [train[int(rng.integers(len(train)))] for _ in range(hyper["batch"])]
+        crops = [(u[c], x[c]) for u, x in picks for c in [_random_crop(rng, x.shape, patch)]]
+        inp = torch.stack([torch.from_numpy(np.ascontiguousarray(u))[None] for u, _ in crops]).to(device)
+        tgt = torch.stack([torch.from_numpy(np.ascontiguousarray(x))[None] for _, x in crops]).to(device)
+        if hyper.get("flips"):  # B is symmetric along every axis: mirrored pairs are valid pairs
+            axes = [2 + a for a in range(3) if rng.random() < 0.5]
+            inp, tgt = (inp.flip(axes), tgt.flip(axes)) if axes else (inp, tgt)
+        with _autocast(device):
+            out = net(inp).float()
+            loss = data_term(out, tgt) + hyper["alpha"] * total_variation(out, reduction="mean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % hyper["val_every"] == 0 or step == hyper["steps"]:
+            current = val_loss()
+            history.append((step, current))
+            log(f"step {step} train {loss.item():.5f} val {current:.6f}")
+            if current < best[0]:
+                best = (current, step, copy.deepcopy(net.state_dict()))
+            elif (step - best[1]) >= hyper["patience"] * hyper["val_every"]:
+                break  # validation stopped improving: the net started fitting noise
+    net.load_state_dict(best[2])
+    return {"best_step": best[1], "steps_run": history[-1][0], "val_mse": best[0], "history": history}
+
+
+def _train_published(net, vols, factor, hyper, rng, device, log):
+    """Faithful published loss on LR patches: ||x - B_tri f(U_tri x)||^2 + alpha TV, plateau halving."""
+    opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=hyper["plateau_patience"])
+    patch = [hyper["patch"]] * 3
+    epoch_loss, history = [], []
+    for step in range(1, hyper["steps"] + 1):
+        crops = [vols[int(rng.integers(len(vols)))] for _ in range(hyper["batch"])]
+        crops = [x[_random_crop(rng, x.shape, patch)] for x in crops]
+        x = torch.stack([torch.from_numpy(np.ascontiguousarray(c))[None] for c in crops]).to(device)
+        fine = sr_target_grid(x.shape[2:], np.eye(4), factor=factor)[0]
+        with _autocast(device):
+            y = net(torch_trilinear(x, fine)).float()
+            loss = F.mse_loss(torch_trilinear(y, x.shape[2:]), x) + hyper["alpha"] * total_variation(y, reduction="mean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        epoch_loss.append(loss.item())
+        if step % hyper["epoch_steps"] == 0:
+            sched.step(np.mean(epoch_loss))
+            history.append((step, float(np.mean(epoch_loss))))
+            log(f"epoch {step // hyper['epoch_steps']} loss {np.mean(epoch_loss):.6f} lr {opt.param_groups[0]['lr']:.2e}")
+            epoch_loss = []
+    return {"best_step": hyper["steps"], "steps_run": hyper["steps"], "history": history}
+
+
+def train_tvsr(bold_files, factor=None, voxel_size=None, variant="tvsr", device="cpu", seed=0,
+               sloppy=False, out_dir=".", sidecar=None, slice_profile="gaussian", verbose=False,
+               **hyper) -> Path:
+    """Train one network on the LR volumes of ``bold_files``; return the checkpoint path.
+
+    Give ``factor`` (scalar or per-axis) or ``voxel_size`` (mm). ``sidecar`` (path or dict) sets the
+    slice profile (``slice_profile``: "gaussian" or "box"); by default the BIDS sidecar next to the
+    first file is read. ``hyper`` overrides
+    ``DEFAULTS[variant]``. An existing checkpoint with the same configuration is returned as is.
+    """
+    if variant not in DEFAULTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(DEFAULTS)}")
+    unknown = set(hyper) - set(DEFAULTS[variant])
+    if unknown:
+        raise TypeError(f"unknown hyper-parameters {sorted(unknown)}")
+    bold_files = [str(f) for f in bold_files]
+    params = {**DEFAULTS[variant], **(SLOPPY if sloppy else {}), **hyper}
+    first = nib.load(bold_files[0])
+    acq = acquisition_from_image(first, sidecar if sidecar is not None else sidecar_for(bold_files[0]),
+                                 slice_profile)
+    shape3 = first.shape[:3]
+    fine_shape, fine_affine = sr_target_grid(shape3, first.affine, factor=factor, voxel_size=voxel_size)
+    eff_factor = [f / c for f, c in zip(fine_shape, shape3)]
+    config = {"method": "tvsr", "variant": variant, "factor": factor, "voxel_size": voxel_size,
+              "effective_factor": eff_factor, "seed": seed, "sloppy": sloppy, "hyper": params,
+              "acquisition": acq.to_dict(), "inputs": [_run_id(f) for f in bold_files]}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=float).encode()).hexdigest()[:16]
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / f"tvsr-{variant}-{key}.pt"
+    if ckpt_path.exists():
+        return ckpt_path
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = resolve_device(device)
+    log = print if verbose else (lambda *_: None)
+    net = ResidualCNN(1, params["features"], params["layers"], padding_mode=params["padding_mode"],
+                      zero_init=variant == "tvsr", leaky=params.get("leaky", 0.0)).to(dev)
+    started = time.perf_counter()
+    vols = _load_volumes(bold_files, params["max_volumes"], rng)
+    if variant == "tvsr":
+        info = _train_scale_recursion(net, vols, acq, eff_factor, params, rng, dev, log)
+    else:
+        info = _train_published(net, vols, eff_factor, params, rng, dev, log)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    ckpt = {"config": config, "state_dict": state, "sha256": weights_sha256(state),
+            "training": {**info, "seconds": time.perf_counter() - started, "device": str(dev),
+                         "parameters": sum(p.numel() for p in net.parameters()),
+                         "torch": torch.__version__}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_path.with_suffix(".pt.part")
+    torch.save(ckpt, tmp)
+    tmp.replace(ckpt_path)  # atomic: a killed run never leaves a truncated checkpoint
+    return ckpt_path
