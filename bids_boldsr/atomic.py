@@ -8,53 +8,44 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def _tmp_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path, text: str) -> Path:
+@contextmanager
+def replacing(path, suffix: str = ".part"):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (mode 0644)."""
     path = Path(path)
-    tmp = _tmp_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
     try:
-        tmp.write_text(text)
+        yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def atomic_copy(src, dst) -> Path:
-    dst = Path(dst)
-    tmp = _tmp_path(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    """Copy with the source's modification time (lets callers skip unchanged copies)."""
+    with replacing(dst) as tmp:
+        shutil.copy2(src, tmp)
+    return Path(dst)
 
 
 def atomic_save_nifti(img, path) -> Path:
     """``nibabel.save`` through a temporary file with the same extension (so gzip is chosen)."""
     import nibabel as nib
 
-    path = Path(path)
-    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = _tmp_path(path)
-    tmp_ext = tmp.with_name(tmp.name + ext)
-    try:
-        nib.save(img, tmp_ext)
-        os.chmod(tmp_ext, 0o644)
-        os.replace(tmp_ext, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_ext.unlink(missing_ok=True)
-    return path
+    ext = ".nii.gz" if str(path).endswith(".nii.gz") else Path(path).suffix
+    with replacing(path, suffix=".part" + ext) as tmp:
+        nib.save(img, tmp)
+    return Path(path)

@@ -80,22 +80,13 @@ class DerivativesSink(SimpleInterface):
     _always_run = True
 
     def _run_interface(self, runtime):
-        import os
-        import shutil
-
-        from ..atomic import _tmp_path, atomic_write_text
+        from ..atomic import atomic_copy, atomic_write_text
 
         src, dst = Path(self.inputs.in_file), Path(self.inputs.out_path)
         st = src.stat()
         if not (dst.is_file() and dst.stat().st_size == st.st_size
                 and int(dst.stat().st_mtime) == int(st.st_mtime)):
-            tmp = _tmp_path(dst)
-            try:
-                shutil.copy2(src, tmp)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, dst)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_copy(src, dst)
         if self.inputs.sidecar:
             meta = {}
             for f in self.inputs.metadata_files or []:
