@@ -145,11 +145,11 @@ def _optimise(level, q, base, centre, dof, cost, spacing, iters):
     base_t = torch.tensor(base, dtype=torch.float64)
     for _ in range(iters):
         m = base_t @ params_to_matrix(q + p * scale, centre)
-        (-level.similarity(m.float(), cost)).backward()
+        (-level.similarity(m.float().to(level.points.device), cost)).backward()
         opt.step()
     with torch.no_grad():
         q = q + p * scale
-        final = level.similarity((base_t @ params_to_matrix(q, centre)).float(), cost)
+        final = level.similarity((base_t @ params_to_matrix(q, centre)).float().to(level.points.device), cost)
     return q.detach(), float(final)
 
 
