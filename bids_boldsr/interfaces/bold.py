@@ -58,7 +58,7 @@ class HeadMotion(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
-        from ..registration.itk import save_affines
+        from ..registration.io import save_affine
         from ..registration.motion import confounds_table, estimate_head_motion
 
         mask = nib.load(self.inputs.mask_file) if self.inputs.mask_file else None
@@ -66,7 +66,7 @@ class HeadMotion(SimpleInterface):
 
         result = estimate_head_motion(load_series(self.inputs.bold_file), nib.load(self.inputs.ref_file),
                                       mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy)
-        xfm = save_affines(Path(runtime.cwd) / "hmc_xfm.txt", np.asarray(result["matrices"]))
+        xfm = save_affine(np.asarray(result["matrices"]), Path(runtime.cwd) / "hmc_xfm.txt")
         conf = Path(runtime.cwd) / "confounds.tsv"
         confounds_table(result).to_csv(conf, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
         self._results["xfm_file"] = str(xfm)

@@ -34,7 +34,7 @@ class RegisterLinear(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
-        from ..registration.itk import save_affines
+        from ..registration.io import save_affine
         from ..registration.linear import (brain_mask_from_template, register_linear,
                                            register_to_template)
 
@@ -48,7 +48,7 @@ class RegisterLinear(SimpleInterface):
             matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
                                      fixed_mask=fixed_mask, moving_mask=moving_mask,
                                      device=self.inputs.device, sloppy=self.inputs.sloppy)
-        self._results["xfm_file"] = str(save_affines(Path(runtime.cwd) / "xfm.txt", matrix))
+        self._results["xfm_file"] = str(save_affine(matrix, Path(runtime.cwd) / "xfm.txt"))
         if fixed_mask is not None:
             mask = brain_mask_from_template(moving, fixed_mask, matrix)
             self._results["moving_mask_file"] = save_img(mask, runtime.cwd, "moving_mask.nii.gz")
@@ -115,11 +115,11 @@ class ResampleSeries(SimpleInterface):
         from pathlib import Path
 
         from ..registration.apply import resample_series
-        from ..registration.itk import load_affines
+        from ..registration.io import load_affine
 
         ref = nib.load(self.inputs.ref_file)
-        chain = [load_affines(f) for f in self.inputs.xfm_files or []]
-        hmc = load_affines(self.inputs.hmc_file) if self.inputs.hmc_file else None
+        chain = [load_affine(f) for f in self.inputs.xfm_files or []]
+        hmc = load_affine(self.inputs.hmc_file) if self.inputs.hmc_file else None
         out = Path(runtime.cwd) / "resampled_bold.nii.gz"
         resample_series(self.inputs.bold_file, out, ref.shape[:3], ref.affine, chain, hmc,
                         order=self.inputs.order)

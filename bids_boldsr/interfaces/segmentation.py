@@ -25,11 +25,11 @@ class ResampleLabels(SimpleInterface):
     output_spec = _ResampleLabelsOutputSpec
 
     def _run_interface(self, runtime):
-        from ..registration.itk import load_affines
+        from ..registration.io import load_affine
         from ..segmentation.atlas import invert_chain, labels_to_grid
 
         ref = nib.load(self.inputs.ref_file)
-        chain = [load_affines(f) for f in self.inputs.xfm_files or []]
+        chain = [load_affine(f) for f in self.inputs.xfm_files or []]
         if self.inputs.invert:
             chain = invert_chain(chain)
         dseg = labels_to_grid(nib.load(self.inputs.in_file), ref.shape[:3], ref.affine, chain)

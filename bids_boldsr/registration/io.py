@@ -15,15 +15,17 @@ from .field import DisplacementField
 
 
 def save_affine(matrix: np.ndarray, path) -> Path:
-    """Write a 4x4 RAS pull matrix as an ITK transform (.txt/.tfm text, or .mat binary)."""
-    from nitransforms.linear import Affine
+    """Write a 4x4 RAS pull matrix, or a (T,4,4) stack (one per volume: head motion), as an ITK
+    transform file (.txt/.tfm text, or .mat binary for a single matrix)."""
+    from nitransforms.linear import Affine, LinearTransformsMapping
 
-    Affine(np.asarray(matrix, dtype=float)).to_filename(str(path), fmt="itk")
+    m = np.asarray(matrix, dtype=float)
+    (Affine(m) if m.ndim == 2 else LinearTransformsMapping(m)).to_filename(str(path), fmt="itk")
     return Path(path)
 
 
 def load_affine(path) -> np.ndarray:
-    """Read an ITK/ANTs affine (.txt/.tfm/.mat) back to a 4x4 RAS pull matrix."""
+    """Read an ITK/ANTs affine file back to a 4x4 (or (T,4,4)) RAS pull matrix."""
     from nitransforms.linear import load
 
     return np.asarray(load(str(path), fmt="itk").matrix, dtype=float)
