@@ -20,14 +20,6 @@ def mask_overlap(warped_mask, template_mask, fov, space: str) -> dict:
             f"brain_coverage_{space}": float((tpl & inside).sum() / max(tpl.sum(), 1))}
 
 
-def tsnr(series: np.ndarray, mask: np.ndarray) -> float:
-    """Median temporal SNR (mean / std over time) inside ``mask``; series is (..., T)."""
-    ts = series[np.asarray(mask) > 0]
-    std = ts.std(axis=-1)
-    ok = std > 0
-    return float(np.median(ts.mean(axis=-1)[ok] / std[ok])) if ok.any() else float("nan")
-
-
 def streamed_mean_std(img, mask=None):
     """Voxelwise temporal mean and std of a 4-D image, reading one volume at a time."""
     n = img.shape[3]

@@ -1,7 +1,6 @@
 """Apply a composed transform chain to a 4-D series, one interpolation per volume, streamed."""
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from .grid import sr_target_grid, voxel_sizes
