@@ -147,6 +147,13 @@ def bold_run(layout, path) -> BoldRun:
         raise BadInputData(f"{path.name}: cannot read the image ({exc})") from None
     if len(shape) != 4 or shape[3] < 2:
         raise BadInputData(f"{path.name}: BOLD must be 4-D with at least 2 volumes, got shape {shape}")
+    import numpy as np
+
+    first = np.asarray(img.dataobj[..., 0], dtype=np.float32)
+    if not np.isfinite(first).all():
+        raise BadInputData(f"{path.name}: the first volume contains NaN or infinite values")
+    if float(first.max()) == float(first.min()):
+        raise BadInputData(f"{path.name}: the first volume is constant (no signal)")
     meta = layout.get_metadata(str(path)) if layout is not None else {}
     tr = meta.get("RepetitionTime")
     if tr is None:

@@ -62,6 +62,13 @@ def test_3d_bold_is_bad_data_exit_65(tmp_path, capsys):
     assert code == 65 and "must be 4-D" in err
 
 
+def test_empty_bold_is_bad_data_exit_65(tmp_path, capsys):
+    ds = make_bids(tmp_path / "ds", nib.Nifti1Image(np.zeros((8, 8, 6, 5), np.float32), np.eye(4)))
+    code, err = _run([ds, tmp_path / "out", "participant", "-w", tmp_path / "w"], capsys)
+    assert code == 65 and "constant (no signal)" in err
+    assert not (tmp_path / "out" / "sub-01").exists()
+
+
 def test_unwritable_output_exit_73(tmp_path, capsys):
     ds = make_bids(tmp_path / "ds", _bold())
     blocker = tmp_path / "file"
