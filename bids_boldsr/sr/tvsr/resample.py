@@ -4,23 +4,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 
 def upsample(vol: np.ndarray, fine_shape, order: int = 3) -> np.ndarray:
     """Spline (order 3) or trilinear (order 1) interpolation of ``vol`` onto the finer grid.
 
-    Same result as ``interpolate_volume`` with the ``sr_target_grid`` affines, but axis-aligned
-    (a diagonal map), which is several times faster.
+    Same result as ``interpolate_volume`` with the ``sr_target_grid`` affines, in index space;
+    uses the same separable per-axis operators.
     """
+    from ..interpolate import apply_axis_operators, axis_operators
+
     coarse = np.asarray(vol.shape, float)
     fine = np.asarray(fine_shape, float)
     step = coarse / fine  # coarse voxels per fine voxel
-    offset = (coarse - 1) / 2.0 - step * (fine - 1) / 2.0
-    out = ndimage.affine_transform(np.asarray(vol, np.float32), np.diag(step), offset=offset,
-                                   output_shape=tuple(int(n) for n in fine_shape), order=order,
-                                   mode="nearest", prefilter=order > 1)
-    return out.astype(np.float32)
+    fine_to_coarse = np.eye(4)
+    fine_to_coarse[:3, :3] = np.diag(step)
+    fine_to_coarse[:3, 3] = (coarse - 1) / 2.0 - step * (fine - 1) / 2.0
+    ops = axis_operators(vol.shape, np.eye(4), tuple(int(n) for n in fine_shape), fine_to_coarse, order)
+    return apply_axis_operators(vol, ops)
 
 
 def torch_trilinear(x: torch.Tensor, shape) -> torch.Tensor:
