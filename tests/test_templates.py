@@ -1,5 +1,4 @@
 import json
-import os
 
 import nibabel as nib
 import numpy as np
@@ -59,4 +58,3 @@ def test_other_template_from_templateflow_home(tmp_path, template_cache, monkeyp
     assert found == tpl / "tpl-MyTpl_res-2_T1w.nii.gz"
     with pytest.raises(templates.TemplateError, match="not available offline"):
         templates.get_template_file("MyTpl", template_cache, resolution=1, suffix="T1w")
-    assert os.environ["TEMPLATEFLOW_AUTOUPDATE"] == "0"
