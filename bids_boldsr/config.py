@@ -27,6 +27,7 @@ class Config:
     sr_factor: float | None = 2.0
     sr_voxel_size: float | None = None
     output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")
+    registration: str = "svf"
     random_seed: int = 0
     skip_bids_validation: bool = False
     sloppy: bool = False

@@ -64,3 +64,29 @@ def test_chain_files(tmp_path):
     field = DisplacementField(np.ones((5, 6, 7, 3)), aff)
     paths = save_chain([field, rotation_matrix()], tmp_path / "xfm")
     assert [p.name for p in paths] == ["xfm_0.nii.gz", "xfm_1.txt"]
+
+
+def test_composite_h5_round_trip(tmp_path):
+    """The ITK composite (.h5) maps points like our chain, read back by nitransforms."""
+    from nitransforms.io.itk import ITKCompositeH5
+
+    from bids_boldsr.registration.io import load_transform, save_composite_h5
+    from bids_boldsr.registration.resample import map_points
+
+    rng = np.random.default_rng(1)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [-30, -34, -24]
+    field = DisplacementField(rng.normal(0, 1.0, (30, 34, 24, 3)), aff)
+    path = save_composite_h5([field, rotation_matrix()], tmp_path / "from-T1w_to-MNI_mode-image_xfm.h5")
+    affine_xfm, field_img = ITKCompositeH5.from_filename(path)  # file order: applied last first
+    theirs_affine = nitransforms.linear.Affine(
+        nitransforms.io.itk.ITKLinearTransform(parameters=affine_xfm["parameters"]).to_ras())
+    np.testing.assert_allclose(theirs_affine.matrix, rotation_matrix(), atol=1e-6)
+    theirs_field = nitransforms.nonlinear.DenseFieldTransform(field_img)
+    pts = grid_points((30, 34, 24), aff)[::53]
+    ours = map_points(pts, [field, rotation_matrix()])
+    np.testing.assert_allclose(theirs_affine.map(theirs_field.map(pts)), ours, atol=1e-4)
+    # single files load as chain steps of the right kind
+    save_field(field, tmp_path / "warp.nii.gz")
+    assert isinstance(load_transform(tmp_path / "warp.nii.gz"), DisplacementField)
+    assert load_transform(save_affine(rotation_matrix(), tmp_path / "a.txt")).shape == (4, 4)

@@ -11,13 +11,13 @@ from bids_boldsr.workflows.base import init_bids_boldsr_wf
 from conftest import make_bids
 
 
-def _build(tmp_path, template_cache, with_t1w, spaces=("bold", "MNI152NLin2009aSym")):
+def _build(tmp_path, template_cache, with_t1w, spaces=("bold", "MNI152NLin2009aSym"), **options):
     rng = np.random.default_rng(0)
     bold = nib.Nifti1Image(rng.normal(500, 5, (8, 8, 6, 4)).astype(np.float32), np.diag([3, 3, 3, 1.0]))
     t1w = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)) if with_t1w else None
     ds = make_bids(tmp_path / "ds", bold, t1w)
     cfg = Config.create(bids_dir=ds, output_dir=tmp_path / "out", work_dir=template_cache,
-                        analysis_level="participant", output_spaces=spaces, sloppy=True)
+                        analysis_level="participant", output_spaces=spaces, sloppy=True, **options)
     layout = bids.load_layout(cfg.bids_dir, tmp_path / "w")
     data = {"01": bids.collect_data(layout, "01")}
     templates, anchor = resolve_spaces(cfg)
@@ -44,12 +44,33 @@ def test_graph_with_t1w(tmp_path, template_cache):
     assert "sub-01_task-rest_desc-sr_bold.nii.gz" in sinks
     assert "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sr_bold.nii.gz" in sinks
     assert "sub-01_task-rest_from-boldref_to-T1w_mode-image_xfm.txt" in sinks
-    assert "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
+    # T1w -> template: affine then SVF, written as ITK composites both ways plus the pieces
+    assert nodes["sub_01_wf.t1w_to_template_nonlinear"].inputs.method == "svf"
+    for name in ("from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5",
+                 "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.h5",
+                 "from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.txt",
+                 "from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz",
+                 "from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.nii.gz"):
+        assert f"sub-01_{name}" in sinks, name
     assert "sub-01_task-rest_desc-cerebellum_dseg.tsv" in sinks
+    # the atlas reaches native space through the explicit inverse chain, not an inverted matrix
+    inv = nodes[f"{run}.inverse_chain"]
+    feeds = {(u.name, c) for u, v, data in graph.in_edges(inv, data=True) for c in data["connect"]}
+    assert feeds == {("coreg", ("inverse_xfm_file", "in1")),
+                     ("inputnode", ("template_to_t1w_xfm", "in2"))}
     # single interpolation: template resampling takes the chain and head motion together
     to_tpl = nodes[f"{run}.to_MNI152NLin2009aSym"]
     feeds = {d for u, v, data in graph.in_edges(to_tpl, data=True) for _, d in data["connect"]}
     assert feeds == {"bold_file", "ref_file", "xfm_files", "hmc_file"}
+
+
+def test_graph_affine_only(tmp_path, template_cache):
+    wf, _ = _build(tmp_path, template_cache, with_t1w=True, registration="affine")
+    nodes = _nodes(wf._create_flat_graph())
+    assert "sub_01_wf.t1w_to_template_nonlinear" not in nodes
+    sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
+    assert "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
+    assert not any(s.endswith(".h5") for s in sinks)
 
 
 def test_graph_bold_only_and_res(tmp_path, template_cache):

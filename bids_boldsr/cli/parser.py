@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="voxel size divisor (default 2; non-integers such as 1.5 allowed)")
     size.add_argument("--sr-voxel-size", type=_positive_float, default=None, metavar="MM",
                       help="isotropic output voxel size in mm (instead of --sr-factor)")
+    g = p.add_argument_group("registration")
+    g.add_argument("--registration", choices=("svf", "nevf", "affine"), default="svf",
+                   help="T1w -> template: affine followed by a diffeomorphic stationary velocity "
+                        "field (svf, default), the neural velocity field variant (nevf), or the "
+                        "affine alone; runs without a T1w use the affine")
     g = p.add_argument_group("outputs")
     g.add_argument("--output-spaces", nargs="+", type=_space, metavar="SPACE",
                    default=["bold", "MNI152NLin2009aSym"],

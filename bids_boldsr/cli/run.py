@@ -50,7 +50,8 @@ def _main(argv) -> int:
         nprocs=opts.nprocs or os.cpu_count() or 1, mem_gb=opts.mem_gb or _available_mem_gb(),
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
-        output_spaces=tuple(dict.fromkeys(opts.output_spaces)), random_seed=opts.random_seed,
+        output_spaces=tuple(dict.fromkeys(opts.output_spaces)), registration=opts.registration,
+        random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
     if config.analysis_level == "group":
         from ..workflows.group import run_group

@@ -19,6 +19,7 @@ class _RunQCInputSpec(BaseInterfaceInputSpec):
     template_mask_files = InputMultiObject(File(exists=True), desc="template mask on the same grids")
     fov_files = InputMultiObject(File(exists=True), desc="BOLD field of view on the same grids")
     dseg_file = File(exists=True)
+    registration_file = File(exists=True, desc="JSON statistics of the T1w -> template registration")
     info = traits.Dict(desc="extra fields (entities, method)")
 
 
@@ -48,6 +49,12 @@ class RunQC(SimpleInterface):
                                            self.inputs.template_mask_files or [],
                                            self.inputs.fov_files or []):
             qc.update(mask_overlap(nib.load(warped), nib.load(tpl), nib.load(fov), space))
+        if self.inputs.registration_file:
+            import json
+            from pathlib import Path
+
+            stats = json.loads(Path(self.inputs.registration_file).read_text())
+            qc.update({f"t1w_to_template_{k}": v for k, v in stats.items() if k != "method"})
         if self.inputs.dseg_file:
             labels = np.asarray(nib.load(self.inputs.dseg_file).dataobj)
             qc["cerebellum_labels_present"] = int(len(np.unique(labels[labels > 0])))

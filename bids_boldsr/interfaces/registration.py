@@ -22,6 +22,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
 
 class _RegisterOutputSpec(TraitedSpec):
     xfm_file = File(exists=True, desc="ITK affine: fixed points -> moving points")
+    inverse_xfm_file = File(exists=True, desc="ITK affine: moving points -> fixed points")
     moving_mask_file = File(desc="fixed mask pulled back into the moving image (brain mask)")
 
 
@@ -49,9 +50,68 @@ class RegisterLinear(SimpleInterface):
                                      fixed_mask=fixed_mask, moving_mask=moving_mask,
                                      device=self.inputs.device, sloppy=self.inputs.sloppy)
         self._results["xfm_file"] = str(save_affine(matrix, Path(runtime.cwd) / "xfm.txt"))
+        self._results["inverse_xfm_file"] = str(save_affine(np.linalg.inv(matrix),
+                                                            Path(runtime.cwd) / "inverse_xfm.txt"))
         if fixed_mask is not None:
             mask = brain_mask_from_template(moving, fixed_mask, matrix)
             self._results["moving_mask_file"] = save_img(mask, runtime.cwd, "moving_mask.nii.gz")
+        return runtime
+
+
+class _NonlinearInputSpec(BaseInterfaceInputSpec):
+    moving_file = File(exists=True, mandatory=True)
+    fixed_file = File(exists=True, mandatory=True)
+    fixed_mask_file = File(exists=True, mandatory=True, desc="sets the working grid")
+    moving_mask_file = File(exists=True, desc="brain mask of the moving image (skull removed)")
+    affine_file = File(exists=True, mandatory=True, desc="initial ITK affine, fixed -> moving")
+    method = traits.Enum("svf", "nevf", usedefault=True)
+    device = traits.Str("cpu", usedefault=True)
+    sloppy = traits.Bool(False, usedefault=True)
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
+
+
+class _NonlinearOutputSpec(TraitedSpec):
+    xfm_files = traits.List(File(exists=True), desc="pull chain fixed -> moving: [warp, affine]")
+    inverse_xfm_files = traits.List(File(exists=True), desc="pull chain moving -> fixed: "
+                                    "[inverse affine, inverse warp]")
+    warp_file = File(exists=True, desc="displacement field (ITK NIfTI), fixed space")
+    inverse_warp_file = File(exists=True, desc="inverse displacement field (ITK NIfTI)")
+    composite_file = File(exists=True, desc="ITK composite .h5 of xfm_files")
+    inverse_composite_file = File(exists=True, desc="ITK composite .h5 of inverse_xfm_files")
+    stats_file = File(exists=True, desc="JSON: Jacobian determinant and similarity before/after")
+
+
+class RegisterNonlinear(SimpleInterface):
+    """Diffeomorphic registration after an affine (``registration.svf.register_diffeomorphic``)."""
+
+    input_spec = _NonlinearInputSpec
+    output_spec = _NonlinearOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..registration.io import load_affine, save_affine, save_composite_h5, save_field
+        from ..registration.svf import register_diffeomorphic
+        from .base import save_json
+
+        cwd = Path(runtime.cwd)
+        moving_mask = nib.load(self.inputs.moving_mask_file) if self.inputs.moving_mask_file else None
+        result = register_diffeomorphic(
+            nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file),
+            load_affine(self.inputs.affine_file), method=self.inputs.method,
+            fixed_mask=nib.load(self.inputs.fixed_mask_file), moving_mask=moving_mask,
+            device=self.inputs.device, sloppy=self.inputs.sloppy)
+        warp, inv_warp = save_field(result.field, cwd / "warp.nii.gz"), save_field(
+            result.inverse_field, cwd / "inverse_warp.nii.gz")
+        affine = save_affine(result.affine, cwd / "affine.txt")
+        inv_affine = save_affine(np.linalg.inv(result.affine), cwd / "inverse_affine.txt")
+        self._results["warp_file"], self._results["inverse_warp_file"] = str(warp), str(inv_warp)
+        self._results["xfm_files"] = [str(warp), str(affine)]
+        self._results["inverse_xfm_files"] = [str(inv_affine), str(inv_warp)]
+        self._results["composite_file"] = str(save_composite_h5(result.chain, cwd / "xfm.h5"))
+        self._results["inverse_composite_file"] = str(save_composite_h5(result.inverse_chain,
+                                                                        cwd / "inverse_xfm.h5"))
+        self._results["stats_file"] = save_json(result.stats, cwd, "registration.json")
         return runtime
 
 
@@ -115,10 +175,10 @@ class ResampleSeries(SimpleInterface):
         from pathlib import Path
 
         from ..registration.apply import resample_series
-        from ..registration.io import load_affine
+        from ..registration.io import load_affine, load_chain
 
         ref = nib.load(self.inputs.ref_file)
-        chain = [load_affine(f) for f in self.inputs.xfm_files or []]
+        chain = load_chain(self.inputs.xfm_files)
         hmc = load_affine(self.inputs.hmc_file) if self.inputs.hmc_file else None
         out = Path(runtime.cwd) / "resampled_bold.nii.gz"
         resample_series(self.inputs.bold_file, out, ref.shape[:3], ref.affine, chain, hmc,

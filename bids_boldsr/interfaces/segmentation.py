@@ -1,7 +1,7 @@
 """Label resampling: cerebellar atlas to native space, masks to templates (``segmentation.atlas``)."""
 import nibabel as nib
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec, traits)
+                                    SimpleInterface, TraitedSpec)
 
 from .base import save_img
 
@@ -9,9 +9,8 @@ from .base import save_img
 class _ResampleLabelsInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="label or mask image")
     ref_file = File(exists=True, mandatory=True, desc="native grid (3-D or 4-D image)")
-    xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output grid first")
-    invert = traits.Bool(False, usedefault=True, desc="invert the chain (template labels to "
-                         "native space through the template-normalisation chain)")
+    xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output grid first "
+                                 "(ITK affines and displacement-field NIfTIs)")
 
 
 class _ResampleLabelsOutputSpec(TraitedSpec):
@@ -25,13 +24,11 @@ class ResampleLabels(SimpleInterface):
     output_spec = _ResampleLabelsOutputSpec
 
     def _run_interface(self, runtime):
-        from ..registration.io import load_affine
-        from ..segmentation.atlas import invert_chain, labels_to_grid
+        from ..registration.io import load_chain
+        from ..segmentation.atlas import labels_to_grid
 
         ref = nib.load(self.inputs.ref_file)
-        chain = [load_affine(f) for f in self.inputs.xfm_files or []]
-        if self.inputs.invert:
-            chain = invert_chain(chain)
+        chain = load_chain(self.inputs.xfm_files)
         dseg = labels_to_grid(nib.load(self.inputs.in_file), ref.shape[:3], ref.affine, chain)
         self._results["out_file"] = save_img(dseg, runtime.cwd, "dseg.nii.gz")
         return runtime

@@ -51,3 +51,59 @@ def save_chain(chain, prefix) -> list[Path]:
         else:
             paths.append(save_affine(step, f"{prefix}_{k}.txt"))
     return paths
+
+
+def load_transform(path):
+    """One chain step from a file: a displacement field (.nii/.nii.gz) or an ITK affine."""
+    name = str(path)
+    return load_field(path) if name.endswith((".nii", ".nii.gz")) else load_affine(path)
+
+
+def load_chain(paths) -> list:
+    return [load_transform(p) for p in paths or []]
+
+
+_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def save_composite_h5(chain, path) -> Path:
+    """Write a pull chain (matrices and fields, nearest the output first) as one ITK composite
+    transform (.h5), the format of fMRIPrep's ``*_xfm.h5``: ``antsApplyTransforms -t file.h5``.
+
+    ITK's CompositeTransform applies its *last* stored transform to a point first, so the
+    chain is stored in reverse order (affine in group 1, warp in group 2 for ``[warp, affine]``).
+    """
+    import h5py
+
+    with h5py.File(str(path), "w") as h5:
+        group = h5.create_group("TransformGroup")
+        _h5_transform(group, 0, "CompositeTransform_double_3_3", None, None)
+        for k, step in enumerate(reversed(list(chain)), start=1):
+            if isinstance(step, DisplacementField):
+                params, fixed = _itk_field_parameters(step)
+                _h5_transform(group, k, "DisplacementFieldTransform_double_3_3", params, fixed)
+            else:
+                lps = _RAS_LPS @ np.asarray(step, dtype=float) @ _RAS_LPS
+                params = np.concatenate([lps[:3, :3].ravel(), lps[:3, 3]])
+                _h5_transform(group, k, "AffineTransform_double_3_3", params, np.zeros(3))
+    return Path(path)
+
+
+def _h5_transform(group, index, kind, params, fixed):
+    sub = group.create_group(str(index))
+    sub.create_dataset("TransformType", data=[kind.encode()])
+    if params is not None:
+        sub.create_dataset("TransformParameters", data=np.asarray(params, dtype=np.float64))
+        sub.create_dataset("TransformFixedParameters", data=np.asarray(fixed, dtype=np.float64))
+
+
+def _itk_field_parameters(field: DisplacementField):
+    """ITK displacement-field parameters: LPS vectors, component fastest then x, y, z; fixed
+    parameters are size, origin, spacing and direction (row-major), all in LPS."""
+    shape = field.displacement.shape[:3]
+    zooms = np.sqrt((field.affine[:3, :3] ** 2).sum(0))
+    lps = _RAS_LPS @ field.affine
+    vectors = field.displacement * np.array([-1.0, -1.0, 1.0])
+    params = np.moveaxis(vectors, -1, 0).ravel(order="F")
+    fixed = np.concatenate([shape, lps[:3, 3], zooms, (lps[:3, :3] / zooms).ravel()])
+    return params, fixed

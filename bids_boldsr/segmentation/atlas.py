@@ -18,11 +18,6 @@ def labels_to_grid(labels: nib.Nifti1Image, ref_shape, ref_affine, transforms=()
     return nib.Nifti1Image(out.astype(np.uint8 if data.max() < 256 else np.int16), ref_affine)
 
 
-def invert_chain(matrices) -> list:
-    """Inverse of a chain of affine pull matrices (reverse order, each inverted)."""
-    return [np.linalg.inv(np.asarray(m)) for m in reversed(list(matrices))]
-
-
 def hemisphere_labels(atlas: nib.Nifti1Image, names) -> nib.Nifti1Image:
     """AAL cerebellar regions (1..26) recoded as left (1) / right (3) cerebellum, the learned
     route's table (cortex indices: AAL does not separate white matter). Vermis is split at x=0."""

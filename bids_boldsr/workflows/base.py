@@ -41,20 +41,8 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     wf.connect(fig_merge, "out", report, "figures")
 
     if has_t1w:
-        t1w_reg = pe.Node(RegisterLinear(moving_file=str(data["t1w"]), fixed_file=str(anchor["t1w"]),
-                                         fixed_mask_file=str(anchor["mask"]), dof=12, cost="mi",
-                                         skull_stripped_fixed=True,
-                                         device=device, sloppy=config.sloppy),
-                          name="t1w_to_template", mem_gb=3.0)
-        ents = {"sub": subject}
-        t1w_ents = _anat_entities(data["t1w"], subject)
-        sink(wf, t1w_reg, "xfm_file", derivative_path(
-            config.output_dir, ents, "anat", "xfm", ".txt",
-            **{"from": "T1w", "to": anchor["space"], "mode": "image"}), name="ds_t1w_xfm")
-        sink(wf, t1w_reg, "moving_mask_file", derivative_path(
-            config.output_dir, t1w_ents, "anat", "mask", ".nii.gz", desc="brain"),
-            metadata={"Type": "Brain", "Method": "template brain mask pulled through the "
-                      "T1w-to-template affine"}, name="ds_t1w_mask")
+        t1w_reg, forward, inverse, stats = _t1w_to_template(wf, config, subject, data["t1w"], anchor,
+                                                            device)
 
     train = None
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
@@ -69,11 +57,60 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
             wf.connect(train, "checkpoint", bold_wf, "inputnode.checkpoint")
         if has_t1w:
             bold_wf.inputs.inputnode.t1w_file = str(data["t1w"])
-            wf.connect([(t1w_reg, bold_wf, [("xfm_file", "inputnode.t1w_to_template_xfm"),
-                                            ("moving_mask_file", "inputnode.t1w_mask")])])
+            wf.connect([(t1w_reg, bold_wf, [("moving_mask_file", "inputnode.t1w_mask")]),
+                        (forward[0], bold_wf, [(forward[1], "inputnode.t1w_to_template_xfm")]),
+                        (inverse[0], bold_wf, [(inverse[1], "inputnode.template_to_t1w_xfm")])])
+            if stats is not None:
+                wf.connect(stats[0], stats[1], bold_wf, "inputnode.registration_file")
         wf.connect([(bold_wf, qc_merge, [("outputnode.qc_file", f"in{i}")]),
                     (bold_wf, fig_merge, [("outputnode.figures", f"in{i}")])])
     return wf
+
+
+def _t1w_to_template(wf, config, subject, t1w, anchor, device):
+    """T1w -> anchor template: masked affine, then (unless ``--registration affine``) a
+    diffeomorphic stage. Returns the affine node and (node, field) pairs for the forward
+    chain (template -> T1w pull), the inverse chain and the registration statistics."""
+    from ..bids import derivative_path
+    from ..interfaces.registration import RegisterNonlinear
+
+    space = anchor["space"]
+    t1w_reg = pe.Node(RegisterLinear(moving_file=str(t1w), fixed_file=str(anchor["t1w"]),
+                                     fixed_mask_file=str(anchor["mask"]), dof=12, cost="mi",
+                                     skull_stripped_fixed=True, device=device, sloppy=config.sloppy),
+                      name="t1w_to_template", mem_gb=3.0)
+    ents, t1w_ents = {"sub": subject}, _anat_entities(t1w, subject)
+
+    def xfm_path(src, dst, ext, **extra):
+        return derivative_path(config.output_dir, ents, "anat", "xfm", ext,
+                               **{"from": src, "to": dst, "mode": "image"}, **extra)
+
+    sink(wf, t1w_reg, "moving_mask_file", derivative_path(
+        config.output_dir, t1w_ents, "anat", "mask", ".nii.gz", desc="brain"),
+        metadata={"Type": "Brain", "Method": "template brain mask pulled through the "
+                  "T1w-to-template affine"}, name="ds_t1w_mask")
+    if config.registration == "affine":
+        sink(wf, t1w_reg, "xfm_file", xfm_path("T1w", space, ".txt"), name="ds_t1w_xfm")
+        return t1w_reg, (t1w_reg, "xfm_file"), (t1w_reg, "inverse_xfm_file"), None
+
+    nonlinear = pe.Node(RegisterNonlinear(moving_file=str(t1w), fixed_file=str(anchor["t1w"]),
+                                          fixed_mask_file=str(anchor["mask"]),
+                                          method=config.registration, device=device,
+                                          sloppy=config.sloppy, use_gpu=device == "cuda"),
+                        name="t1w_to_template_nonlinear", mem_gb=4.0)
+    wf.connect([(t1w_reg, nonlinear, [("xfm_file", "affine_file"),
+                                      ("moving_mask_file", "moving_mask_file")])])
+    meta = {"Method": f"affine (mutual information) then diffeomorphic {config.registration.upper()} "
+                      "(LNCC, scaling and squaring)"}
+    sink(wf, t1w_reg, "xfm_file", xfm_path("T1w", space, ".txt", desc="affine"), name="ds_t1w_affine")
+    sink(wf, nonlinear, "composite_file", xfm_path("T1w", space, ".h5"), name="ds_t1w_xfm")
+    sink(wf, nonlinear, "inverse_composite_file", xfm_path(space, "T1w", ".h5"), name="ds_t1w_inv_xfm")
+    sink(wf, nonlinear, "warp_file", xfm_path("T1w", space, ".nii.gz", desc="warp"), metadata=meta,
+         name="ds_t1w_warp")
+    sink(wf, nonlinear, "inverse_warp_file", xfm_path(space, "T1w", ".nii.gz", desc="warp"),
+         metadata=meta, name="ds_t1w_inv_warp")
+    return (t1w_reg, (nonlinear, "xfm_files"), (nonlinear, "inverse_xfm_files"),
+            (nonlinear, "stats_file"))
 
 
 def _anat_entities(path, subject) -> dict:

@@ -31,14 +31,17 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
 
     ``templates``: list of dicts (space, t1w, mask, res) for output template spaces;
     ``anchor``: the template the cerebellar atlas lives in (``t1w``, ``mask``, ``atlas``).
-    Inputs (``inputnode``): ``t1w_file`` and ``t1w_to_template_xfm`` when ``has_t1w``, plus
-    ``checkpoint`` (SR model, optional). Outputs: ``qc_file``, ``figures``.
+    Inputs (``inputnode``) when ``has_t1w``: ``t1w_file``, ``t1w_mask``, the pull chains
+    ``t1w_to_template_xfm`` (template points -> T1w) and ``template_to_t1w_xfm`` (its inverse),
+    ``registration_file`` (T1w -> template statistics, optional); and ``checkpoint`` (SR model,
+    optional). Outputs: ``qc_file``, ``figures``.
     """
     from ..bids import derivative_path
 
     ents, out = run.entities, config.output_dir
     wf = pe.Workflow(name=name or f"bold_{node_safe(run_name(ents))}_wf")
     inputnode = pe.Node(niu.IdentityInterface(["t1w_file", "t1w_mask", "t1w_to_template_xfm",
+                                               "template_to_t1w_xfm", "registration_file",
                                                "checkpoint"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(["qc_file", "figures"]), name="outputnode")
     bold = run.path
@@ -60,26 +63,30 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
                                    sloppy=config.sloppy), name="coreg", mem_gb=2.0)
     wf.connect(boldref, "ref_file", coreg, "moving_file")
     chain = pe.Node(niu.Merge(2), name="template_chain")  # template -> (T1w ->) boldref
+    inverse = pe.Node(niu.Merge(2), name="inverse_chain")  # boldref -> (T1w ->) template
     if has_t1w:
         wf.connect([(inputnode, coreg, [("t1w_file", "fixed_file"), ("t1w_mask", "fixed_mask_file")]),
                     (inputnode, chain, [("t1w_to_template_xfm", "in1")]),
-                    (coreg, chain, [("xfm_file", "in2")])])
+                    (coreg, chain, [("xfm_file", "in2")]),
+                    (coreg, inverse, [("inverse_xfm_file", "in1")]),
+                    (inputnode, inverse, [("template_to_t1w_xfm", "in2")])])
         target = "T1w"
     else:
         coreg.inputs.fixed_file = str(anchor["t1w"])
         coreg.inputs.fixed_mask_file = str(anchor["mask"])
-        wf.connect(coreg, "xfm_file", chain, "in1")
+        wf.connect([(coreg, chain, [("xfm_file", "in1")]), (coreg, inverse, [("inverse_xfm_file", "in1")])])
         target = anchor["space"]
 
     # Cerebellar labels on the native super-resolved grid (atlas pulled through the inverse).
-    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), invert=True), name="cerebellum_dseg")
-    wf.connect([(sr, dseg, [("out_file", "ref_file")]), (chain, dseg, [("out", "xfm_files")])])
+    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"])), name="cerebellum_dseg")
+    wf.connect([(sr, dseg, [("out_file", "ref_file")]), (inverse, dseg, [("out", "xfm_files")])])
 
     qc = pe.Node(RunQC(bold_file=str(bold), info={"run": run_name(ents), "subject": ents["sub"],
                                                   "sr_method": config.sr_method,
                                                   "repetition_time": run.repetition_time}),
                  name="qc", mem_gb=2.0)
     wf.connect([(sr, qc, [("out_file", "sr_file")]), (boldref, qc, [("mask_file", "mask_file")]),
+                (inputnode, qc, [("registration_file", "registration_file")]),
                 (hmc, qc, [("confounds_file", "confounds_file")]), (dseg, qc, [("out_file", "dseg_file")])])
 
     figs = pe.Node(RunFigures(run_name=run_name(ents)), name="figures", mem_gb=2.0)
