@@ -38,3 +38,29 @@ def test_bench_register_synthetic_pair(tmp_path):
 
 def test_bench_register_usage_error():
     assert main([]) == 64
+
+
+def test_bench_register_t1w_pair_and_resume(tmp_path):
+    """The real T1w against a label-map image at T1w contrast; a second run reuses the first."""
+    labelled = LABELMAPS.parent / "labelled"
+    maps = sorted(LABELMAPS.glob("training_seg_01.nii.gz"))
+    if not maps or not (labelled / "vxm-subj_T1w.nii.gz").exists():
+        pytest.skip("real labelled T1w or label maps missing")
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / maps[0].name).symlink_to(maps[0])
+    out, again = tmp_path / "t1w.json", tmp_path / "again.json"
+    args = ["--t1w-pairs", "1", "--t1w", str(labelled / "vxm-subj_T1w.nii.gz"),
+            "--t1w-labels", str(labelled / "vxm-subj_dseg.nii.gz"), "--labelmaps", str(folder),
+            "--resolution", "4", "--methods", "bids-boldsr", "--sloppy"]
+    assert main(args + ["--json", str(out)]) == 0
+    first = json.loads(out.read_text())
+    pair = first["methods"]["bids-boldsr"]["per_pair"][0]
+    assert pair["pair"] == ["vxm-subj_T1w.nii.gz", "training_seg_01.nii.gz"] and pair["kind"] == "t1w"
+    assert first["by_pair_kind"]["t1w"]["bids-boldsr"]["mean_dice"] == pytest.approx(
+        np.mean(list(pair["dice"].values())))
+    assert np.mean(list(pair["dice"].values())) > np.mean(list(pair["dice_affine"].values()))
+    assert main(args + ["--json", str(again), "--resume", str(out)]) == 0
+    second = json.loads(again.read_text())["methods"]["bids-boldsr"]
+    assert second["per_pair"][0]["reused_from"] == str(out)
+    assert second["mean_dice"] == first["methods"]["bids-boldsr"]["mean_dice"]

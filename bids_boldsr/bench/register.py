@@ -6,6 +6,9 @@ subsampled to ``--resolution`` mm (nearest, 2 mm by default to keep CPU time san
 intensity per brain label (labels < 100; extra-cerebral labels left dark, i.e. skull-stripped
 like a template) shared by the pair plus per-image jitter (a same-modality problem, like
 T1w -> T1w template), per-voxel noise, blur, a smooth multiplicative bias field and gamma.
+``--t1w-pairs N`` pairs the real labelled T1w (``--t1w/--t1w-labels``, moving) with images
+synthesised from N label maps (fixed) at a T1w contrast: each label's intensity is the median of
+the real T1w over that label, then the same noise, blur, bias and gamma.
 Reported per method: mean Dice over shared brain structures, per-structure Dice, fraction of
 negative Jacobian determinants (whole field and inside the fixed brain), wall seconds.
 ANTs runs through antspyx when it is installed (``pip install antspyx``; the ``bench`` extra).
@@ -94,7 +97,43 @@ def synth_pairs(labelmap_dir: Path, n_pairs: int, resolution: float, seed: int, 
                      f"{stem}.nii.gz")
             nib.save(lab, f"{stem}_dseg.nii.gz")
             paths += [f"{stem}.nii.gz", f"{stem}_dseg.nii.gz"]
-        pairs.append((*paths, files[i].name, files[j].name))
+        pairs.append((*paths, files[i].name, files[j].name, "synth"))
+    return pairs
+
+
+def subsample_image(img: nib.Nifti1Image, resolution: float) -> nib.Nifti1Image:
+    """Anti-aliased subsampling on the same grid as ``subsample_labels``."""
+    vox = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    k = [max(1, int(round(resolution / v))) for v in vox]
+    data = ndimage.gaussian_filter(np.asanyarray(img.dataobj, dtype=np.float32), [0.42 * kk for kk in k])
+    ref = subsample_labels(nib.Nifti1Image(np.zeros(img.shape[:3], np.int32), img.affine), resolution)
+    start = [kk // 2 for kk in k]
+    return nib.Nifti1Image(data[start[0]::k[0], start[1]::k[1], start[2]::k[2]], ref.affine)
+
+
+def t1w_pairs(t1w_path, labels_path, labelmap_dir: Path, n_pairs: int, resolution: float, seed: int,
+              out_dir: Path):
+    """The real T1w (moving) against label-map images at its own contrast (fixed)."""
+    files = sorted(Path(labelmap_dir).glob("*.nii*"))
+    rng = np.random.default_rng(seed + 1000)  # independent of the --synth-pairs stream
+    t1w, labels = nib.load(t1w_path), nib.load(labels_path)
+    t1_data, t1_labels = np.asanyarray(t1w.dataobj, dtype=np.float32), np.asanyarray(labels.dataobj)
+    scale = np.percentile(t1_data[t1_labels > 0], 99.9)
+    medians = {int(lab): float(np.median(t1_data[t1_labels == lab])) / scale
+               for lab in np.unique(t1_labels) if 0 < lab < 100}
+    mov, mov_lab = f"{out_dir}/t1w_moving.nii.gz", f"{out_dir}/t1w_moving_dseg.nii.gz"
+    nib.save(subsample_image(t1w, resolution), mov)
+    nib.save(subsample_labels(labels, resolution), mov_lab)
+    pairs = []
+    for j in rng.choice(len(files), min(n_pairs, len(files)), replace=False):
+        lab = subsample_labels(nib.load(files[j]), resolution)
+        data = np.asanyarray(lab.dataobj)
+        means = {int(v): medians.get(int(v), rng.uniform(0.1, 1.0)) for v in np.unique(data) if 0 < v < 100}
+        stem = out_dir / f"t1wpair{len(pairs):02d}_fixed"
+        nib.save(nib.Nifti1Image(synthesise(data, means, rng), lab.affine), f"{stem}.nii.gz")
+        nib.save(lab, f"{stem}_dseg.nii.gz")
+        pairs.append((mov, mov_lab, f"{stem}.nii.gz", f"{stem}_dseg.nii.gz", Path(t1w_path).name,
+                      files[j].name, "t1w"))
     return pairs
 
 
@@ -171,9 +210,22 @@ def summarise(per_pair: list[dict]) -> dict:
 
 
 def _report(results, args, command) -> dict:
-    return {"methods": {m: summarise(r) for m, r in results.items() if r},
-            "settings": {"resolution_mm": args.resolution if args.synth_pairs else None, "threads": args.threads,
+    kinds = sorted({r["kind"] for rs in results.values() for r in rs})
+    by_kind = {kind: {m: {k: v for k, v in summarise([r for r in rs if r["kind"] == kind]).items()
+                          if k != "per_pair"} for m, rs in results.items()
+                      if any(r["kind"] == kind for r in rs)} for kind in kinds}
+    return {"methods": {m: summarise(r) for m, r in results.items() if r}, "by_pair_kind": by_kind,
+            "settings": {"resolution_mm": args.resolution if args.synth_pairs or args.t1w_pairs else None, "threads": args.threads,
                          "sloppy": args.sloppy, "seed": args.seed, "command": command}}
+
+
+def _earlier_results(path) -> dict:
+    """{(method, pair index, pair names): result} from an earlier results JSON."""
+    if not path or not Path(path).exists():
+        return {}
+    report = json.loads(Path(path).read_text())
+    return {(m, k, tuple(r["pair"])): r for m, s in report["methods"].items()
+            for k, r in enumerate(s["per_pair"])}
 
 
 def build_parser():
@@ -182,7 +234,12 @@ def build_parser():
     p.add_argument("--fixed-labels"), p.add_argument("--json", help="write the results here")
     p.add_argument("--synth-pairs", type=int, default=0, help="number of synthesised pairs")
     p.add_argument("--labelmaps", help="folder of label maps for --synth-pairs")
+    p.add_argument("--t1w-pairs", type=int, default=0,
+                   help="number of (real T1w, label-map image at T1w contrast) pairs")
+    p.add_argument("--t1w"), p.add_argument("--t1w-labels")
     p.add_argument("--resolution", type=float, default=2.0, help="mm, synthesised pairs (default 2)")
+    p.add_argument("--resume", help="results JSON of an earlier run of the same command: pairs and "
+                   "methods found there are taken from it instead of being run again")
     p.add_argument("--methods", default="bids-boldsr,ants-SyN,ants-antsRegistrationSyN[s]",
                    help="comma-separated: bids-boldsr, bids-boldsr-nevf, ants-SyN, ants-antsRegistrationSyN[s]")
     p.add_argument("--sloppy", action="store_true", help="our fast settings (tests, smoke runs)")
@@ -205,28 +262,39 @@ def main(argv=None) -> int:
             print("antspyx not installed: skipping ANTs methods (pip install antspyx)", file=sys.stderr)
             methods = [m for m in methods if not m.startswith("ants-")]
     with tempfile.TemporaryDirectory() as tmp:
-        if args.synth_pairs:
-            if not args.labelmaps:
-                print("--synth-pairs needs --labelmaps", file=sys.stderr)
+        pairs = []
+        if args.synth_pairs or args.t1w_pairs:
+            if not args.labelmaps or (args.t1w_pairs and not (args.t1w and args.t1w_labels)):
+                print("--synth-pairs needs --labelmaps; --t1w-pairs needs --labelmaps, --t1w and "
+                      "--t1w-labels", file=sys.stderr)
                 return 64
-            pairs = synth_pairs(Path(args.labelmaps), args.synth_pairs, args.resolution, args.seed, Path(tmp))
+            if args.synth_pairs:
+                pairs += synth_pairs(Path(args.labelmaps), args.synth_pairs, args.resolution, args.seed,
+                                     Path(tmp))
+            if args.t1w_pairs:
+                pairs += t1w_pairs(args.t1w, args.t1w_labels, Path(args.labelmaps), args.t1w_pairs,
+                                   args.resolution, args.seed, Path(tmp))
         elif all((args.moving, args.moving_labels, args.fixed, args.fixed_labels)):
-            pairs = [(args.moving, args.moving_labels, args.fixed, args.fixed_labels, args.moving, args.fixed)]
+            pairs = [(args.moving, args.moving_labels, args.fixed, args.fixed_labels, args.moving, args.fixed,
+                      "given")]
         else:
-            print("give --moving/--moving-labels/--fixed/--fixed-labels or --synth-pairs/--labelmaps",
+            print("give --moving/--moving-labels/--fixed/--fixed-labels, --synth-pairs or --t1w-pairs",
                   file=sys.stderr)
             return 64
+        earlier = _earlier_results(args.resume)
         results = {m: [] for m in methods}
         command = "bids-boldsr-bench register " + " ".join(argv if argv is not None else sys.argv[1:])
-        for k, (mov, mov_lab, fix, fix_lab, *names) in enumerate(pairs):
+        for k, (mov, mov_lab, fix, fix_lab, *names, kind) in enumerate(pairs):
             imgs = [nib.load(p) for p in (mov, mov_lab, fix, fix_lab)]
             for m in methods:
-                if m.startswith("bids-boldsr"):
+                if (m, k, tuple(names)) in earlier:
+                    r = {**earlier[(m, k, tuple(names))], "reused_from": args.resume}
+                elif m.startswith("bids-boldsr"):
                     r = run_ours(imgs[0], imgs[2], imgs[1], imgs[3], "nevf" if m.endswith("nevf") else "svf",
                                  args.sloppy)
                 else:
                     r = run_ants(ANTS_PRESETS[m], mov, fix, mov_lab, imgs[3], args.seed)
-                r["pair"] = names
+                r["pair"], r["kind"] = names, kind
                 results[m].append(r)
                 print(f"pair {k} {names[0]} -> {names[1]} {m}: dice {np.mean(list(r['dice'].values())):.4f} "
                       f"negJ {r['neg_jacobian_fraction']:.2e} {r['seconds']:.1f}s (cpu {r['cpu_seconds']:.1f}s)",
