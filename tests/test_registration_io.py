@@ -68,6 +68,7 @@ def test_chain_files(tmp_path):
 
 def test_composite_h5_round_trip(tmp_path):
     """The ITK composite (.h5) maps points like our chain, read back by nitransforms."""
+    import nitransforms.manip
     from nitransforms.io.itk import ITKCompositeH5
 
     from bids_boldsr.registration.io import load_transform, save_composite_h5
@@ -86,6 +87,9 @@ def test_composite_h5_round_trip(tmp_path):
     pts = grid_points((30, 34, 24), aff)[::53]
     ours = map_points(pts, [field, rotation_matrix()])
     np.testing.assert_allclose(theirs_affine.map(theirs_field.map(pts)), ours, atol=1e-4)
+    # and as the chain nitransforms builds from an ITK composite
+    chain = nitransforms.manip.TransformChain.from_filename(path, fmt="itk")
+    np.testing.assert_allclose(chain.map(pts), ours, atol=1e-4)
     # single files load as chain steps of the right kind
     save_field(field, tmp_path / "warp.nii.gz")
     assert isinstance(load_transform(tmp_path / "warp.nii.gz"), DisplacementField)
