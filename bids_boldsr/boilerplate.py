@@ -15,8 +15,13 @@ def methods_text(config, has_t1w: bool) -> str:
           "tvsr-published": "the published self-supervised TV-regularised deep super-resolution "
                             "network (trilinear upsampling + 10-layer residual CNN)",
           }.get(config.sr_method, config.sr_method)
+    nonlinear = {"svf": ", followed by a diffeomorphic stationary velocity field (scaling and squaring, "
+                        "local normalised cross-correlation, smoothness and negative-Jacobian penalties, "
+                        "coarse to fine)",
+                 "nevf": ", followed by a diffeomorphic neural velocity field (SIREN network, scaling "
+                         "and squaring, local normalised cross-correlation)"}.get(config.registration, "")
     reg = ("the BOLD reference was registered to the T1w image (rigid, mutual information) and the "
-           "T1w to the template (affine, mutual information, template-based brain masking)"
+           f"T1w to the template (affine, mutual information, template-based brain masking{nonlinear})"
            if has_t1w else
            "the BOLD reference was registered directly to the template (affine, mutual information)")
     spaces = ", ".join(s for s in config.output_spaces if s != "bold") or "none"

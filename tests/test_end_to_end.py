@@ -68,10 +68,21 @@ def test_template_space_and_qc(xa30_run):
     assert set(np.unique(dseg.get_fdata())) - {0} <= set(lut["index"])
     html = (out / "sub-01.html").read_text()
     assert "sub-01_task-fa_run-1" in html and "figures/" in html
-    for name in ("dataset_description.json", "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt",
+    for name in ("dataset_description.json",
+                 "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.txt",
                  "sub-01/func/sub-01_task-fa_run-1_from-boldref_to-T1w_mode-image_xfm.txt"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.part"))
+    # the diffeomorphic stage: small, invertible, recorded in QC, readable by nitransforms
+    assert qc.loc[0, "t1w_to_template_jacobian_negative_fraction"] < 1e-3
+    assert qc.loc[0, "t1w_to_template_lncc_after"] > qc.loc[0, "t1w_to_template_lncc_before"]
+    warp = nib.load(out / "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz")
+    assert warp.shape[3:] == (1, 3) and warp.header.get_intent()[0] == "vector"
+    assert 0.5 < np.abs(warp.get_fdata()).max() < 30  # mm: a real warp, not identity, not wild
+    nitransforms = pytest.importorskip("nitransforms.manip")
+    chain = nitransforms.TransformChain.from_filename(
+        out / "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5", fmt="itk")
+    assert [type(t).__name__ for t in chain.transforms] == ["DenseFieldTransform", "Affine"]
 
 
 def test_rerun_reuses_and_group(xa30_run, caplog):

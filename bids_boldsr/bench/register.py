@@ -219,13 +219,15 @@ def _report(results, args, command) -> dict:
                          "sloppy": args.sloppy, "seed": args.seed, "command": command}}
 
 
-def _earlier_results(path) -> dict:
-    """{(method, pair index, pair names): result} from an earlier results JSON."""
-    if not path or not Path(path).exists():
-        return {}
-    report = json.loads(Path(path).read_text())
-    return {(m, k, tuple(r["pair"])): r for m, s in report["methods"].items()
-            for k, r in enumerate(s["per_pair"])}
+def _earlier_results(paths) -> dict:
+    """{(method, pair index, pair names): result} from earlier results JSONs."""
+    out = {}
+    for path in paths or []:
+        report = json.loads(Path(path).read_text())
+        for m, summary in report["methods"].items():
+            for k, r in enumerate(summary["per_pair"]):
+                out[(m, k, tuple(r["pair"]))] = {**r, "reused_from": r.get("reused_from", str(path))}
+    return out
 
 
 def build_parser():
@@ -238,8 +240,9 @@ def build_parser():
                    help="number of (real T1w, label-map image at T1w contrast) pairs")
     p.add_argument("--t1w"), p.add_argument("--t1w-labels")
     p.add_argument("--resolution", type=float, default=2.0, help="mm, synthesised pairs (default 2)")
-    p.add_argument("--resume", help="results JSON of an earlier run of the same command: pairs and "
-                   "methods found there are taken from it instead of being run again")
+    p.add_argument("--resume", nargs="+", metavar="JSON", help="results of earlier runs of the same "
+                   "pairs (same --seed, --resolution, pair options): pairs and methods found there are "
+                   "taken from them instead of being run again")
     p.add_argument("--methods", default="bids-boldsr,ants-SyN,ants-antsRegistrationSyN[s]",
                    help="comma-separated: bids-boldsr, bids-boldsr-nevf, ants-SyN, ants-antsRegistrationSyN[s]")
     p.add_argument("--sloppy", action="store_true", help="our fast settings (tests, smoke runs)")
@@ -288,7 +291,7 @@ def main(argv=None) -> int:
             imgs = [nib.load(p) for p in (mov, mov_lab, fix, fix_lab)]
             for m in methods:
                 if (m, k, tuple(names)) in earlier:
-                    r = {**earlier[(m, k, tuple(names))], "reused_from": args.resume}
+                    r = earlier[(m, k, tuple(names))]
                 elif m.startswith("bids-boldsr"):
                     r = run_ours(imgs[0], imgs[2], imgs[1], imgs[3], "nevf" if m.endswith("nevf") else "svf",
                                  args.sloppy)

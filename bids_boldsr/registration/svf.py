@@ -138,7 +138,7 @@ class DiffeoResult:
 
 
 DEFAULTS = {
-    "svf": dict(lr=0.5, lambda_smooth=0.1, lambda_jac=100.0, iters=(150, 100, 60)),
+    "svf": dict(lr=0.5, lambda_smooth=0.1, lambda_jac=1000.0, iters=(150, 100, 60)),
     "nevf": dict(lr=1e-4, lambda_smooth=0.1, lambda_jac=100.0, iters=(300,)),
 }
 
