@@ -53,6 +53,8 @@ def test_graph_with_t1w(tmp_path, template_cache):
                  "from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.nii.gz"):
         assert f"sub-01_{name}" in sinks, name
     assert "sub-01_task-rest_desc-cerebellum_dseg.tsv" in sinks
+    assert {"sub-01_desc-cerebellum_dseg.nii.gz", "sub-01_desc-cerebellum_dseg.tsv",
+            "sub-01_desc-cerebellum_morph.tsv"} <= sinks  # T1w space
     # the atlas reaches native space through the explicit inverse chain, not an inverted matrix
     inv = nodes[f"{run}.inverse_chain"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(inv, data=True) for c in data["connect"]}

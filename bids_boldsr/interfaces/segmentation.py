@@ -35,7 +35,7 @@ class ResampleLabels(SimpleInterface):
 
 
 class _LabelSummariesInputSpec(BaseInterfaceInputSpec):
-    series_file = File(exists=True, mandatory=True)
+    series_file = File(exists=True, desc="4-D series on the dseg grid (else volumes only)")
     dseg_file = File(exists=True, mandatory=True)
     lut_file = File(exists=True, mandatory=True)
 
@@ -59,10 +59,11 @@ class LabelSummaries(SimpleInterface):
 
         lut = read_lut(self.inputs.lut_file)
         dseg = nib.load(self.inputs.dseg_file)
-        ts = label_timeseries(load_series(self.inputs.series_file), dseg, lut)
+        if self.inputs.series_file:
+            ts = label_timeseries(load_series(self.inputs.series_file), dseg, lut)
+            self._results["timeseries_file"] = str(Path(runtime.cwd) / "timeseries.tsv")
+            ts.to_csv(self._results["timeseries_file"], sep="\t", index=False, float_format="%.6g")
         vols = label_volumes(dseg, lut)
-        self._results["timeseries_file"] = str(Path(runtime.cwd) / "timeseries.tsv")
         self._results["volumes_file"] = str(Path(runtime.cwd) / "volumes.tsv")
-        ts.to_csv(self._results["timeseries_file"], sep="\t", index=False, float_format="%.6g")
         vols.to_csv(self._results["volumes_file"], sep="\t", index=False)
         return runtime

@@ -43,6 +43,7 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     if has_t1w:
         t1w_reg, forward, inverse, stats = _t1w_to_template(wf, config, subject, data["t1w"], anchor,
                                                             device)
+        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse)
 
     train = None
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
@@ -111,6 +112,29 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
          metadata=meta, name="ds_t1w_inv_warp")
     return (t1w_reg, (nonlinear, "xfm_files"), (nonlinear, "inverse_xfm_files"),
             (nonlinear, "stats_file"))
+
+
+def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse):
+    """Cerebellar atlas labels on the T1w grid (through the inverse normalisation), with the
+    lookup table and per-label volumes."""
+    from ..bids import derivative_path
+    from ..interfaces.segmentation import LabelSummaries, ResampleLabels
+    from .bold import sink_static
+
+    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), ref_file=str(t1w)), name="t1w_cerebellum_dseg")
+    volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")
+    wf.connect([(inverse[0], dseg, [(inverse[1], "xfm_files")]), (dseg, volumes, [("out_file", "dseg_file")])])
+    ents = _anat_entities(t1w, subject)
+
+    def path(suffix, ext):
+        return derivative_path(config.output_dir, ents, "anat", suffix, ext, desc="cerebellum")
+
+    sink(wf, dseg, "out_file", path("dseg", ".nii.gz"),
+         metadata={"Atlas": "AAL (cerebellar regions)", "Template": anchor["space"],
+                   "Method": "atlas pulled through the inverse of the T1w normalisation"},
+         name="ds_t1w_dseg")
+    sink_static(wf, str(anchor["atlas_tsv"]), str(path("dseg", ".tsv")), "ds_t1w_dseg_tsv")
+    sink(wf, volumes, "volumes_file", path("morph", ".tsv"), name="ds_t1w_cerebellum_volumes")
 
 
 def _anat_entities(path, subject) -> dict:
