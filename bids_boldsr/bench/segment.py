@@ -62,10 +62,10 @@ def synth_bold(label_img, seed=0, res_mm=3.0):
 
 
 def run_route(route, image, device="cpu", weights=None):
-    if route == "atlas":
-        from ..segmentation import atlas  # the lead's registration-based route
+    if route.startswith("atlas"):
+        from ..segmentation import atlas  # the registration-based route (affine, or + SVF)
 
-        out = atlas.atlas_route(image)
+        out = atlas.atlas_route(image, device=device, nonlinear=route == "atlas-svf")
     else:
         from ..segmentation.cnn import segment_cerebellum
 
@@ -78,7 +78,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", help="image to segment (not needed with --synth)")
     ap.add_argument("--labels", required=True, help="FreeSurfer aseg (7/8 left, 46/47 right cerebellum)")
-    ap.add_argument("--route", choices=("cnn", "atlas"), default="cnn")
+    ap.add_argument("--route", choices=("cnn", "atlas", "atlas-svf"), default="cnn",
+                    help="cnn: the learned route; atlas: AAL through the affine normalisation; "
+                         "atlas-svf: through affine + diffeomorphic SVF (the workflow's default)")
     ap.add_argument("--synth", action="store_true", help="segment a BOLD-like image synthesised from --labels")
     ap.add_argument("--seed", type=int, default=0, help="seed of the --synth image")
     ap.add_argument("--device", default="cpu")

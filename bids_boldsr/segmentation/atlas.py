@@ -39,9 +39,11 @@ def hemisphere_labels(atlas: nib.Nifti1Image, names) -> nib.Nifti1Image:
     return nib.Nifti1Image(out, atlas.affine)
 
 
-def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None) -> nib.Nifti1Image:
+def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None,
+                nonlinear=False) -> nib.Nifti1Image:
     """Cerebellum by registration: affine of ``image`` to the embedded MNI152NLin2009aSym template
-    (two-stage, brain-masked, mutual information), AAL cerebellar labels pulled back onto the
+    (two-stage, brain-masked, mutual information), with ``nonlinear`` followed by the
+    diffeomorphic SVF stage of the workflow, AAL cerebellar labels pulled back onto the
     image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
     import os
     import tempfile
@@ -58,5 +60,14 @@ def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=No
     template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
     atlas = get(atlas="AAL", desc="cerebellum", suffix="dseg")
     matrix = register_to_template(image, template, mask, dof=12, device=device, sloppy=sloppy)
+    chain = [np.linalg.inv(matrix)]
+    if nonlinear:
+        from ..registration.linear import brain_mask_from_template
+        from ..registration.svf import register_diffeomorphic
+
+        result = register_diffeomorphic(image, template, matrix, fixed_mask=mask, device=device,
+                                        moving_mask=brain_mask_from_template(image, mask, matrix),
+                                        sloppy=sloppy)
+        chain = result.inverse_chain
     hemis = hemisphere_labels(atlas, tpl.aal_cerebellum_names())
-    return labels_to_grid(hemis, image.shape[:3], image.affine, [np.linalg.inv(matrix)])
+    return labels_to_grid(hemis, image.shape[:3], image.affine, chain)
