@@ -64,3 +64,13 @@ def test_bench_register_t1w_pair_and_resume(tmp_path):
     second = json.loads(again.read_text())["methods"]["bids-boldsr"]
     assert second["per_pair"][0]["reused_from"] == str(out)
     assert second["mean_dice"] == first["methods"]["bids-boldsr"]["mean_dice"]
+
+
+def test_register_sr_error_undoes_the_perturbation():
+    from bids_boldsr.bench.register_sr import point_error, rigid
+
+    rng = np.random.default_rng(3)
+    truth, move = rigid(rng), rigid(rng)
+    pts = rng.uniform(-60, 60, (200, 3))
+    assert point_error(np.linalg.inv(move) @ (move @ truth), truth, pts) < 1e-9
+    assert 0.5 < point_error(move @ truth, truth, pts) < 2 * np.sqrt(3) + 60 * np.deg2rad(2) * 3

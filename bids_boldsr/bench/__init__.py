@@ -8,6 +8,7 @@ import sys
 
 COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "register": "registration vs. ANTs SyN on labelled pairs",
+            "register-sr": "BOLD -> T1w coregistration from super-resolved vs. interpolated references",
             "segment": "cerebellar segmentation Dice against FreeSurfer aseg",
             "interp": "separable SR interpolation and streamed reading vs. the naive way"}
 
@@ -15,10 +16,10 @@ COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [f"  {name:<10} {what}" for name, what in COMMANDS.items()]
-        print("usage: bids-boldsr-bench {sr,register,segment,interp} [options]\n" + "\n".join(lines))
+        lines = [f"  {name:<12} {what}" for name, what in COMMANDS.items()]
+        print(f"usage: bids-boldsr-bench {{{','.join(COMMANDS)}}} [options]\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 64
-    module = importlib.import_module(f"bids_boldsr.bench.{argv[0]}")
+    module = importlib.import_module(f"bids_boldsr.bench.{argv[0].replace('-', '_')}")
     return int(module.main(argv[1:]) or 0)
 
 
