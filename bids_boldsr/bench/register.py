@@ -220,13 +220,14 @@ def _report(results, args, command) -> dict:
 
 
 def _earlier_results(paths) -> dict:
-    """{(method, pair index, pair names): result} from earlier results JSONs."""
+    """{(method, pair names): result} from earlier results JSONs (pairs are named by their label
+    maps, unique within a run; the synthesis depends only on --seed and --resolution)."""
     out = {}
     for path in paths or []:
         report = json.loads(Path(path).read_text())
         for m, summary in report["methods"].items():
-            for k, r in enumerate(summary["per_pair"]):
-                out[(m, k, tuple(r["pair"]))] = {**r, "reused_from": r.get("reused_from", str(path))}
+            for r in summary["per_pair"]:
+                out[(m, tuple(r["pair"]))] = {**r, "reused_from": r.get("reused_from", str(path))}
     return out
 
 
@@ -290,8 +291,8 @@ def main(argv=None) -> int:
         for k, (mov, mov_lab, fix, fix_lab, *names, kind) in enumerate(pairs):
             imgs = [nib.load(p) for p in (mov, mov_lab, fix, fix_lab)]
             for m in methods:
-                if (m, k, tuple(names)) in earlier:
-                    r = earlier[(m, k, tuple(names))]
+                if (m, tuple(names)) in earlier:
+                    r = earlier[(m, tuple(names))]
                 elif m.startswith("bids-boldsr"):
                     r = run_ours(imgs[0], imgs[2], imgs[1], imgs[3], "nevf" if m.endswith("nevf") else "svf",
                                  args.sloppy)
