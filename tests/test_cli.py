@@ -102,3 +102,33 @@ def test_config_roundtrip(tmp_path):
     cfg.to_json(tmp_path / "c.json")
     assert Config.from_json(tmp_path / "c.json") == cfg
     assert json.loads((tmp_path / "c.json").read_text())["sr_factor"] == 2.0
+
+
+def test_sigterm_stops_workers_exit_143(tmp_path):
+    """kill/scancel/docker stop: exit 143 with one line, and no MultiProc worker left behind
+    (an orphaned worker would go on writing into the work directory)."""
+    import os
+    import signal
+    import time
+
+    from bids_boldsr.cli.run import _descendants
+    from conftest import shared
+
+    ds = shared("ds-xa30")
+    proc = subprocess.Popen([sys.executable, "-m", "bids_boldsr.cli.run", str(ds), str(tmp_path / "out"),
+                             "participant", "-w", str(tmp_path / "work"), "--sloppy", "--sr-method", "spline",
+                             "--nprocs", "1"], stderr=subprocess.PIPE, text=True)
+    workers, deadline = [], time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(workers) < 2:
+        time.sleep(1)
+        workers = _descendants(proc.pid)  # forkserver + its pool worker
+    assert proc.poll() is None and workers, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    time.sleep(1)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}") and
+             open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and
+             b"resource_tracker" not in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert not alive

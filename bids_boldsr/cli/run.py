@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,20 +21,75 @@ def main(argv=None) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s bids-boldsr: %(message)s", "%H:%M:%S"))
         LOG.addHandler(handler)
         LOG.setLevel(logging.INFO)
+    previous = _on_sigterm()
     try:
         code = _main(argv)
+    except Terminated:
+        print("bids-boldsr: terminated (SIGTERM); finished steps are kept in the work directory, "
+              "rerun the same command to resume", file=sys.stderr)
+        _stop_descendants()
+        code = 143
     except BoldSRError as exc:
         print(f"bids-boldsr: error: {exc}", file=sys.stderr)
         code = exc.code
     except KeyboardInterrupt:
         print("bids-boldsr: interrupted", file=sys.stderr)
+        _stop_descendants()
         code = 130
     except OSError as exc:
         print(f"bids-boldsr: error: I/O error: {exc}", file=sys.stderr)
         code = EX_IOERR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if __name__ == "__main__" or argv is None:
         sys.exit(code)
     return code
+
+
+class Terminated(BaseException):
+    """SIGTERM (kill, scancel, docker stop) reached the main process (a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` inside nipype swallows it)."""
+
+
+def _on_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _stop_descendants() -> None:
+    """Stop the MultiProc workers too: orphaned, they would go on writing into the work directory.
+    stderr is closed first: the broken pool's threads would print tracebacks after our one line."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    for pid in reversed(_descendants(os.getpid())):
+        try:  # the resource tracker cleans up after the others and exits by itself
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _main(argv) -> int:
