@@ -74,8 +74,8 @@ def test_template_space_and_qc(xa30_run):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.part"))
     # the diffeomorphic stage: small, invertible, recorded in QC, readable by nitransforms
-    assert qc.loc[0, "t1w_to_template_jacobian_negative_fraction"] < 1e-3
-    assert qc.loc[0, "t1w_to_template_lncc_after"] > qc.loc[0, "t1w_to_template_lncc_before"]
+    assert qc.loc[0, "template_warp_jacobian_negative_fraction"] < 1e-3
+    assert qc.loc[0, "template_warp_lncc_after"] > qc.loc[0, "template_warp_lncc_before"]
     warp = nib.load(out / "sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz")
     assert warp.shape[3:] == (1, 3) and warp.header.get_intent()[0] == "vector"
     assert 0.5 < np.abs(warp.get_fdata()).max() < 30  # mm: a real warp, not identity, not wild

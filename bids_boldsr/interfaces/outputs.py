@@ -54,7 +54,7 @@ class RunQC(SimpleInterface):
             from pathlib import Path
 
             stats = json.loads(Path(self.inputs.registration_file).read_text())
-            qc.update({f"t1w_to_template_{k}": v for k, v in stats.items() if k != "method"})
+            qc.update({f"template_warp_{k}": v for k, v in stats.items() if k != "method"})
         if self.inputs.dseg_file:
             labels = np.asarray(nib.load(self.inputs.dseg_file).dataobj)
             qc["cerebellum_labels_present"] = int(len(np.unique(labels[labels > 0])))

@@ -8,7 +8,7 @@ from ..interfaces.registration import RegisterLinear
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.sr import TrainSR
 from .bold import init_bold_wf, node_safe
-from .outputs import sink
+from .outputs import sink, sink_transforms
 
 
 def init_bids_boldsr_wf(config, subjects: dict, templates, anchor, device, config_files: dict):
@@ -23,7 +23,6 @@ def init_bids_boldsr_wf(config, subjects: dict, templates, anchor, device, confi
 
 
 def init_single_subject_wf(config, subject, data, templates, anchor, device, config_file):
-    from ..bids import derivative_path
     from ..boilerplate import methods_text
     from ..sr.apply import needs_training
 
@@ -91,7 +90,7 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
         metadata={"Type": "Brain", "Method": "template brain mask pulled through the "
                   "T1w-to-template affine"}, name="ds_t1w_mask")
     if config.registration == "affine":
-        sink(wf, t1w_reg, "xfm_file", xfm_path("T1w", space, ".txt"), name="ds_t1w_xfm")
+        sink_transforms(wf, t1w_reg, None, xfm_path, "T1w", space, "affine", "t1w")
         return t1w_reg, (t1w_reg, "xfm_file"), (t1w_reg, "inverse_xfm_file"), None
 
     nonlinear = pe.Node(RegisterNonlinear(moving_file=str(t1w), fixed_file=str(anchor["t1w"]),
@@ -101,15 +100,7 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
                         name="t1w_to_template_nonlinear", mem_gb=4.0)
     wf.connect([(t1w_reg, nonlinear, [("xfm_file", "affine_file"),
                                       ("moving_mask_file", "moving_mask_file")])])
-    meta = {"Method": f"affine (mutual information) then diffeomorphic {config.registration.upper()} "
-                      "(LNCC, scaling and squaring)"}
-    sink(wf, t1w_reg, "xfm_file", xfm_path("T1w", space, ".txt", desc="affine"), name="ds_t1w_affine")
-    sink(wf, nonlinear, "composite_file", xfm_path("T1w", space, ".h5"), name="ds_t1w_xfm")
-    sink(wf, nonlinear, "inverse_composite_file", xfm_path(space, "T1w", ".h5"), name="ds_t1w_inv_xfm")
-    sink(wf, nonlinear, "warp_file", xfm_path("T1w", space, ".nii.gz", desc="warp"), metadata=meta,
-         name="ds_t1w_warp")
-    sink(wf, nonlinear, "inverse_warp_file", xfm_path(space, "T1w", ".nii.gz", desc="warp"),
-         metadata=meta, name="ds_t1w_inv_warp")
+    sink_transforms(wf, t1w_reg, nonlinear, xfm_path, "T1w", space, config.registration, "t1w")
     return (t1w_reg, (nonlinear, "xfm_files"), (nonlinear, "inverse_xfm_files"),
             (nonlinear, "stats_file"))
 

@@ -8,11 +8,11 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.bold import BoldReference, HeadMotion
 from ..interfaces.outputs import RunQC
-from ..interfaces.registration import RegisterLinear, ResampleSeries
+from ..interfaces.registration import RegisterLinear, RegisterNonlinear, ResampleSeries
 from ..interfaces.reports import RunFigures
 from ..interfaces.segmentation import LabelSummaries, ResampleLabels
 from ..interfaces.sr import SuperResolve
-from .outputs import sink
+from .outputs import sink, sink_transforms
 
 
 def run_name(entities: dict) -> str:
@@ -33,7 +33,7 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     ``anchor``: the template the cerebellar atlas lives in (``t1w``, ``mask``, ``atlas``).
     Inputs (``inputnode``) when ``has_t1w``: ``t1w_file``, ``t1w_mask``, the pull chains
     ``t1w_to_template_xfm`` (template points -> T1w) and ``template_to_t1w_xfm`` (its inverse),
-    ``registration_file`` (T1w -> template statistics, optional); and ``checkpoint`` (SR model,
+    ``registration_file`` (statistics of the diffeomorphic stage, optional); and ``checkpoint`` (SR model,
     optional). Outputs: ``qc_file``, ``figures``.
     """
     from ..bids import derivative_path
@@ -74,8 +74,18 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     else:
         coreg.inputs.fixed_file = str(anchor["t1w"])
         coreg.inputs.fixed_mask_file = str(anchor["mask"])
-        wf.connect([(coreg, chain, [("xfm_file", "in1")]), (coreg, inverse, [("inverse_xfm_file", "in1")])])
         target = anchor["space"]
+        if config.registration == "affine":
+            wf.connect([(coreg, chain, [("xfm_file", "in1")]),
+                        (coreg, inverse, [("inverse_xfm_file", "in1")])])
+        else:  # no T1w: the diffeomorphic stage runs on the BOLD reference itself
+            warp = pe.Node(RegisterNonlinear(fixed_file=str(anchor["t1w"]), fixed_mask_file=str(anchor["mask"]),
+                                             method=config.registration, device=device, sloppy=config.sloppy,
+                                             use_gpu=device == "cuda"), name="coreg_nonlinear", mem_gb=3.0)
+            wf.connect([(boldref, warp, [("ref_file", "moving_file"), ("mask_file", "moving_mask_file")]),
+                        (coreg, warp, [("xfm_file", "affine_file")]),
+                        (warp, chain, [("xfm_files", "in1")]), (warp, inverse, [("inverse_xfm_files", "in1")]),
+                        (warp, inputnode, [("stats_file", "registration_file")])])
 
     # Cerebellar labels on the native super-resolved grid (atlas pulled through the inverse).
     dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"])), name="cerebellum_dseg")
@@ -106,8 +116,11 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     sink(wf, hmc, "confounds_file", dpath("timeseries", ".tsv", desc="confounds"), name="ds_confounds")
     sink(wf, hmc, "xfm_file", dpath("xfm", ".txt", desc="hmc", **{"from": "orig", "to": "boldref",
                                                                    "mode": "image"}), name="ds_hmc_xfm")
-    sink(wf, coreg, "xfm_file", dpath("xfm", ".txt", **{"from": "boldref", "to": target,
-                                                          "mode": "image"}), name="ds_coreg_xfm")
+    def xfm_path(src, dst, ext, **extra):
+        return dpath("xfm", ext, **{"from": src, "to": dst, "mode": "image"}, **extra)
+
+    sink_transforms(wf, coreg, warp if not has_t1w and config.registration != "affine" else None,
+                    xfm_path, "boldref", target, config.registration, "coreg")
     sink(wf, dseg, "out_file", dpath("dseg", desc="cerebellum"),
          metadata={"Atlas": "AAL (cerebellar regions)", "Method": "atlas pulled through the "
                    "inverse of the template normalisation", "Template": anchor["space"]},
