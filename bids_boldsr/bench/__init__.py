@@ -10,6 +10,7 @@ COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "register": "registration vs. ANTs SyN on labelled pairs",
             "register-sr": "BOLD -> T1w coregistration from super-resolved vs. interpolated references",
             "template": "the workflow's T1w -> template registration on one T1w (penalty weights)",
+            "mappings": "distance between two runs' template -> BOLD mappings (e.g. with vs without T1w)",
             "segment": "cerebellar segmentation Dice against FreeSurfer aseg",
             "interp": "separable SR interpolation and streamed reading vs. the naive way"}
 
