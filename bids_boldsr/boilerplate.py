@@ -20,10 +20,12 @@ def methods_text(config, has_t1w: bool) -> str:
                         "coarse to fine)",
                  "nevf": ", followed by a diffeomorphic neural velocity field (SIREN network, scaling "
                          "and squaring, local normalised cross-correlation)"}.get(config.registration, "")
-    reg = ("the BOLD reference was registered to the T1w image (rigid, mutual information) and the "
+    reg = ("the super-resolved BOLD reference was registered to the T1w image (rigid, mutual "
+           "information) and the "
            f"T1w to the template (affine, mutual information, template-based brain masking{nonlinear})"
            if has_t1w else
-           "the BOLD reference was registered directly to the template (affine, mutual information)")
+           "the super-resolved BOLD reference was registered directly to the template (affine, mutual "
+           "information)")
     spaces = ", ".join(s for s in config.output_spaces if s != "bold") or "none"
     return (
         f"Data were processed with bids-boldsr {__version__} (pybids, Nipype, PyTorch, nibabel, "

@@ -60,6 +60,10 @@ def test_graph_with_t1w(tmp_path, template_cache):
     feeds = {(u.name, c) for u, v, data in graph.in_edges(inv, data=True) for c in data["connect"]}
     assert feeds == {("coreg", ("inverse_xfm_file", "in1")),
                      ("inputnode", ("template_to_t1w_xfm", "in2"))}
+    # coregistration runs on the super-resolved reference
+    coreg = nodes[f"{run}.coreg"]
+    feeds = {(u.name, c) for u, v, data in graph.in_edges(coreg, data=True) for c in data["connect"]}
+    assert ("sr_boldref", ("out_file", "moving_file")) in feeds
     # single interpolation: template resampling takes the chain and head motion together
     to_tpl = nodes[f"{run}.to_MNI152NLin2009aSym"]
     feeds = {d for u, v, data in graph.in_edges(to_tpl, data=True) for _, d in data["connect"]}
