@@ -67,3 +67,22 @@ def test_atomic_write_replaces(tmp_path):
     atomic_write_text(tmp_path / "f.txt", "two")
     assert (tmp_path / "f.txt").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_super_resolve_reference_interface(tmp_path):
+    """The coregistration's moving image: the BOLD reference on the SR grid, values preserved."""
+    from bids_boldsr.interfaces.sr import SuperResolveReference
+
+    aff = np.diag([3.0, 3.0, 3.3, 1.0])
+    ijk = np.indices((12, 10, 8)).astype(np.float32)
+    ref = nib.Nifti1Image(100 + 5 * ijk[0] - 2 * ijk[1] + ijk[2], aff)  # linear: spline reproduces it
+    nib.save(ref, tmp_path / "ref.nii.gz")
+    res = SuperResolveReference(bold_file=str(tmp_path / "ref.nii.gz"), method="spline", factor=2.0).run(
+        cwd=str(tmp_path))
+    out = nib.load(res.outputs.out_file)
+    shape, affine = sr_target_grid((12, 10, 8), aff, factor=2.0)
+    assert out.shape == tuple(shape) and np.allclose(out.affine, affine)
+    centre = tuple(n // 2 for n in out.shape)
+    world = affine[:3, :3] @ np.array(centre) + affine[:3, 3]
+    i, j, k = np.linalg.solve(aff[:3, :3], world - aff[:3, 3])
+    assert abs(out.get_fdata()[centre] - (100 + 5 * i - 2 * j + k)) < 0.05
