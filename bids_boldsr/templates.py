@@ -100,6 +100,17 @@ def _fmt(query) -> str:
     return " ".join(f"{k}-{v}" for k, v in query.items() if v is not None)
 
 
+def embedded_image(resolution: int = 1, cache_dir=None, **query):
+    """An image of the embedded template (T1w, brain mask, AAL cerebellum, ...) loaded with nibabel,
+    for engines and benchmarks outside the workflow; ``cache_dir`` defaults to the user cache."""
+    import tempfile
+
+    import nibabel as nib
+
+    cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", tempfile.gettempdir())) / "bids-boldsr"
+    return nib.load(get_template_file(EMBEDDED, cache, resolution=resolution, **query))
+
+
 def template_resolutions(name: str, cache_dir) -> dict[int, float]:
     """Resolution index -> voxel size (mm) from ``template_description.json``."""
     found: dict[int, float] = {}

@@ -74,3 +74,12 @@ def test_register_sr_error_undoes_the_perturbation():
     pts = rng.uniform(-60, 60, (200, 3))
     assert point_error(np.linalg.inv(move) @ (move @ truth), truth, pts) < 1e-9
     assert 0.5 < point_error(move @ truth, truth, pts) < 2 * np.sqrt(3) + 60 * np.deg2rad(2) * 3
+
+
+def test_bench_missing_input_is_one_line_exit_66(tmp_path, capsys):
+    from bids_boldsr.bench import main as bench
+
+    assert bench(["template", "--t1w", str(tmp_path / "missing.nii.gz")]) == 66
+    err = capsys.readouterr().err
+    assert err.startswith("bids-boldsr-bench template: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -6,6 +6,8 @@ Each sub-command lives in its own module (``sr``, ``register``, ``segment``) exp
 import importlib
 import sys
 
+import nibabel as nib
+
 COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "register": "registration vs. ANTs SyN on labelled pairs",
             "register-sr": "BOLD -> T1w coregistration from super-resolved vs. interpolated references",
@@ -22,7 +24,11 @@ def main(argv=None) -> int:
         print(f"usage: bids-boldsr-bench {{{','.join(COMMANDS)}}} [options]\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 64
     module = importlib.import_module(f"bids_boldsr.bench.{argv[0].replace('-', '_')}")
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except (OSError, nib.filebasedimages.ImageFileError) as exc:  # missing or unreadable input
+        print(f"bids-boldsr-bench {argv[0]}: error: {exc}", file=sys.stderr)
+        return 66
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -46,8 +44,7 @@ def main(argv=None) -> int:
     from ..registration.io import load_chain
     from ..registration.resample import grid_points, map_points
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME", tempfile.gettempdir())) / "bids-boldsr"
-    mask = nib.load(tpl.get_template_file(tpl.EMBEDDED, cache, resolution=2, desc="brain", suffix="mask"))
+    mask = tpl.embedded_image(2, desc="brain", suffix="mask")
     points = grid_points(mask.shape, mask.affine)[np.asanyarray(mask.dataobj).ravel() > 0]
     ref_chain = template_to_boldref_chain(args.reference, args.run, args.space)
     truth = map_points(points, load_chain(ref_chain))

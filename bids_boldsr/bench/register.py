@@ -49,16 +49,24 @@ def dice_per_structure(a: np.ndarray, b: np.ndarray) -> dict:
     return out
 
 
+def _subsample_grid(affine, resolution: float):
+    """Integer steps, start voxels and affine of the ``resolution`` mm subgrid of a grid."""
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    k = [max(1, int(round(resolution / v))) for v in vox]
+    start = [kk // 2 for kk in k]
+    out = affine @ np.diag(k + [1]).astype(float)
+    out[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    return k, start, out
+
+
+def _take(data, k, start):
+    return data[start[0]::k[0], start[1]::k[1], start[2]::k[2]]
+
+
 def subsample_labels(img: nib.Nifti1Image, resolution: float) -> nib.Nifti1Image:
     """Nearest-neighbour label subsampling by an integer factor (1 mm -> 2 mm)."""
-    vox = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
-    k = [max(1, int(round(resolution / v))) for v in vox]
-    data = np.asanyarray(img.dataobj).astype(np.int32)
-    start = [kk // 2 for kk in k]
-    data = data[start[0]::k[0], start[1]::k[1], start[2]::k[2]]
-    aff = img.affine @ np.diag(k + [1]).astype(float)
-    aff[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
-    return nib.Nifti1Image(data, aff)
+    k, start, affine = _subsample_grid(img.affine, resolution)
+    return nib.Nifti1Image(_take(np.asanyarray(img.dataobj).astype(np.int32), k, start), affine)
 
 
 def synthesise(labels: np.ndarray, means: dict, rng) -> np.ndarray:
@@ -103,12 +111,9 @@ def synth_pairs(labelmap_dir: Path, n_pairs: int, resolution: float, seed: int, 
 
 def subsample_image(img: nib.Nifti1Image, resolution: float) -> nib.Nifti1Image:
     """Anti-aliased subsampling on the same grid as ``subsample_labels``."""
-    vox = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
-    k = [max(1, int(round(resolution / v))) for v in vox]
+    k, start, affine = _subsample_grid(img.affine, resolution)
     data = ndimage.gaussian_filter(np.asanyarray(img.dataobj, dtype=np.float32), [0.42 * kk for kk in k])
-    ref = subsample_labels(nib.Nifti1Image(np.zeros(img.shape[:3], np.int32), img.affine), resolution)
-    start = [kk // 2 for kk in k]
-    return nib.Nifti1Image(data[start[0]::k[0], start[1]::k[1], start[2]::k[2]], ref.affine)
+    return nib.Nifti1Image(_take(data, k, start), affine)
 
 
 def t1w_pairs(t1w_path, labels_path, labelmap_dir: Path, n_pairs: int, resolution: float, seed: int,

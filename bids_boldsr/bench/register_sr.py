@@ -41,14 +41,10 @@ def point_error(est: np.ndarray, ref: np.ndarray, points: np.ndarray) -> float:
 
 def t1w_brain(t1w: nib.Nifti1Image, sloppy: bool):
     """T1w brain mask from the embedded template (the workflow's T1w mask)."""
-    import os
-
     from .. import templates as tpl
     from ..registration.linear import brain_mask_from_template, register_to_template
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME", tempfile.gettempdir())) / "bids-boldsr"
-    get = lambda **q: nib.load(tpl.get_template_file(tpl.EMBEDDED, cache, resolution=1, **q))  # noqa: E731
-    template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
+    template, mask = tpl.embedded_image(suffix="T1w"), tpl.embedded_image(desc="brain", suffix="mask")
     return brain_mask_from_template(t1w, mask, register_to_template(t1w, template, mask, sloppy=sloppy))
 
 

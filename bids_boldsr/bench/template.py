@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,9 +33,7 @@ def main(argv=None) -> int:
     from ..registration.svf import register_diffeomorphic
 
     torch.set_num_threads(args.threads)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", tempfile.gettempdir())) / "bids-boldsr"
-    get = lambda **q: nib.load(tpl.get_template_file(tpl.EMBEDDED, cache, resolution=1, **q))  # noqa: E731
-    template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
+    template, mask = tpl.embedded_image(suffix="T1w"), tpl.embedded_image(desc="brain", suffix="mask")
     t1w = nib.load(args.t1w)
     c0 = time.process_time()
     affine = register_to_template(t1w, template, mask, sloppy=args.sloppy)

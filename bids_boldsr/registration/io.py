@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .field import DisplacementField
+from .field import LPS, DisplacementField
 
 
 def save_affine(matrix: np.ndarray, path) -> Path:
@@ -63,7 +63,7 @@ def load_chain(paths) -> list:
     return [load_transform(p) for p in paths or []]
 
 
-_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_RAS_LPS = np.diag([*LPS, 1.0])
 
 
 def save_composite_h5(chain, path) -> Path:
@@ -103,7 +103,7 @@ def _itk_field_parameters(field: DisplacementField):
     shape = field.displacement.shape[:3]
     zooms = np.sqrt((field.affine[:3, :3] ** 2).sum(0))
     lps = _RAS_LPS @ field.affine
-    vectors = field.displacement * np.array([-1.0, -1.0, 1.0])
+    vectors = field.displacement * LPS
     params = np.moveaxis(vectors, -1, 0).ravel(order="F")
     fixed = np.concatenate([shape, lps[:3, 3], zooms, (lps[:3, :3] / zooms).ravel()])
     return params, fixed

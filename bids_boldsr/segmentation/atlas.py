@@ -45,18 +45,13 @@ def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=No
     (two-stage, brain-masked, mutual information), with ``nonlinear`` followed by the
     diffeomorphic SVF stage of the workflow, AAL cerebellar labels pulled back onto the
     image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     from .. import templates as tpl
     from ..registration.linear import register_to_template
 
-    cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path(tempfile.gettempdir()))) / "bids-boldsr"
     image = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).squeeze()
                             if image.ndim == 3 else np.asarray(image.dataobj, np.float32).mean(axis=3),
                             image.affine)
-    get = lambda **q: nib.load(tpl.get_template_file(tpl.EMBEDDED, cache, resolution=1, **q))  # noqa: E731
+    get = lambda **q: tpl.embedded_image(1, cache_dir, **q)  # noqa: E731
     template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
     atlas = get(atlas="AAL", desc="cerebellum", suffix="dseg")
     matrix = register_to_template(image, template, mask, dof=12, device=device, sloppy=sloppy)
