@@ -60,6 +60,8 @@ def load_models(weights=None, device="cpu"):
         net = UNet3D(**json.loads(state[key + "_config"]) if key + "_config" in state else cfg)
         net.load_state_dict(state[key])
         models.append(net.to(device).eval())
+    # decision threshold fitted on synthetic validation crops at the end of training (.calibration)
+    models[1].threshold = float(state.get("threshold", 0.5))
     return tuple(models)
 
 
@@ -107,14 +109,15 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
     return blobs == 1 + np.argmax(ndimage.sum(mask, blobs, range(1, n + 1)))
 
 
-def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True) -> torch.Tensor:
+def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True, threshold=0.5) -> torch.Tensor:
     """Class probabilities on the 2 mm box; ``flip`` averages with the left-right mirrored pass
-    (its left and right classes swapped back), then drops islands outside the largest cerebellum blob."""
+    (its left and right classes swapped back), then drops islands outside the largest blob of
+    cerebellum (``1 - p(background) > threshold``)."""
     prob = _predict(segmenter, vol, device)
     if flip:
         mirrored = _predict(segmenter, vol.flip(0), device).flip(1)
         prob = (prob + mirrored[[0, *RIGHT, *LEFT]]) / 2
-    keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > 0.5))
+    keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > threshold))
     prob[1:] *= keep
     prob[0] = torch.where(keep, prob[0], torch.ones(()))
     return prob
@@ -129,7 +132,8 @@ def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=
     data, affine = _as_3d(image), image.affine
     grid = world_grid(locate(locator, data, affine, device), FINE_SHAPE, SEGMENTER["work_mm"])
     vol = normalize(resample(data, affine, grid, FINE_SHAPE, SEGMENTER["work_mm"]))
-    prob = segment_probabilities(segmenter, vol, device, flip)
+    threshold = getattr(segmenter, "threshold", 0.5)
+    prob = segment_probabilities(segmenter, vol, device, flip, threshold)
     # back to the input grid, only inside the box (the rest is background)
     box = nib.affines.apply_affine(np.linalg.inv(affine) @ grid, _corners(FINE_SHAPE))
     lo = np.clip(np.floor(box.min(0)).astype(int), 0, data.shape)
@@ -139,7 +143,9 @@ def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=
         offset = np.eye(4)
         offset[:3, 3] = lo
         fine = sample_at(prob, np.linalg.inv(grid) @ affine @ offset, hi - lo, 0.0)
-        labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = fine.argmax(0).numpy().astype(np.uint8)
+        cerebellum = fine[1:].sum(0) > threshold  # (zero outside the box, unlike 1 - p(background))
+        fine_labels = torch.where(cerebellum, fine[1:].argmax(0) + 1, torch.zeros((), dtype=torch.long))
+        labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = fine_labels.numpy().astype(np.uint8)
     out = nib.Nifti1Image(labels, affine)
     out.header.set_xyzt_units("mm")
     return out

@@ -149,7 +149,19 @@ def acquire(image, spacing, res, gen, noise_max=0.06):
     return lr.clamp(min=0), torch.tensor([n * spacing / m for n, m in zip(image.shape, lr_shape)])
 
 
-def _finish(image, target, gen, cut_p=0.2):
+def signal_dropout(image, spacing, gen, p=0.25):
+    """EPI-like susceptibility dropout: a smooth Gaussian hole (radius 8-25 mm, 40-95 % signal loss)."""
+    if torch.rand((), generator=gen) >= p:
+        return image
+    shape = torch.tensor(image.shape, dtype=torch.float32)
+    centre = torch.rand(3, generator=gen) * shape
+    sigma = float(_uniform(gen, 8.0, 25.0)) / spacing
+    axes = [(torch.arange(n, dtype=torch.float32) - c) ** 2 for n, c in zip(image.shape, centre)]
+    r2 = axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :]
+    return image * (1 - _uniform(gen, 0.4, 0.95) * torch.exp(-r2 / (2 * sigma ** 2)))
+
+
+def _finish(image, target, gen, cut_p=0.3):
     """Gamma, optional limited field of view (a slab ending inside the head), then normalisation."""
     image = normalize(image) ** torch.exp(0.25 * torch.randn((), generator=gen))
     if torch.rand((), generator=gen) < cut_p:  # BOLD slabs often clip the inferior cerebellum
@@ -193,7 +205,7 @@ def _synth_from_compact(compact, gen, spacing, work_mm, to_target, n_classes, co
                         skull_strip_p):
     if torch.rand((), generator=gen) < skull_strip_p:
         compact = torch.where(BRAIN[compact], compact, torch.zeros_like(compact))
-    image = sample_intensities(compact, gen, contrast)
+    image = signal_dropout(sample_intensities(compact, gen, contrast), spacing, gen)
     lr, lr_zooms = acquire(image, spacing, sample_resolution(gen, spacing, bold_like), gen)
     factor = int(round(work_mm / spacing))
     work_shape = [n // factor for n in compact.shape]
