@@ -28,6 +28,7 @@ class Config:
     sr_voxel_size: float | None = None
     output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")
     registration: str = "svf"
+    cerebellum: str = "cnn"
     random_seed: int = 0
     skip_bids_validation: bool = False
     sloppy: bool = False

@@ -62,3 +62,22 @@ def run_metrics(bold_img, sr_img, mask_img, confounds=None) -> dict:
         out["fd_mean"] = float(np.nanmean(fd)) if np.isfinite(fd).any() else 0.0
         out["fd_max"] = float(np.nanmax(fd)) if np.isfinite(fd).any() else 0.0
     return out
+
+
+def cerebellum_metrics(tissue, atlas=None) -> dict:
+    """Volumes of the learned cerebellum (ml) and, with the atlas cerebellum on the same grid, their
+    agreement: a Dice far below the atlas route's usual ~0.75 or a volume ratio far from ~0.8
+    (AAL's cerebellum is ~1.2x too large) flags a failed segmentation or normalisation."""
+    from .segmentation.labels import CORTEX, WHITE_MATTER
+
+    labels = np.asarray(tissue.dataobj)
+    ml = float(abs(np.linalg.det(tissue.affine[:3, :3]))) / 1000
+    cb = labels > 0
+    out = {"cerebellum_volume_ml": round(float(cb.sum() * ml), 2),
+           "cerebellum_cortex_ml": round(float(np.isin(labels, CORTEX).sum() * ml), 2),
+           "cerebellum_white_matter_ml": round(float(np.isin(labels, WHITE_MATTER).sum() * ml), 2)}
+    if atlas is not None:
+        at = np.asarray(atlas.dataobj) > 0
+        out["cerebellum_atlas_dice"] = round(dice(cb, at), 4)
+        out["cerebellum_atlas_volume_ratio"] = round(float(cb.sum() / max(1, at.sum())), 4)
+    return out

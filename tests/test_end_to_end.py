@@ -125,3 +125,24 @@ def test_cerebellar_summaries(xa30_run):
     vols = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellum_morph.tsv", sep="\t")
     assert list(vols["index"]) == present
     assert np.allclose(vols["volume_mm3"], vols["voxels"] * 1.6875 * 1.6875 * 1.7, rtol=1e-4)
+
+
+def test_learned_cerebellum_outputs(xa30_run):
+    """Default --cerebellum cnn: tissue labels on the SR grid and the T1w, lobules only inside them."""
+    _, out, _, _ = xa30_run
+    func, anat = out / "sub-01/func", out / "sub-01/anat"
+    tissue = nib.load(func / "sub-01_task-fa_run-1_desc-cerebellumtissue_dseg.nii.gz")
+    lobules = np.asarray(nib.load(func / "sub-01_task-fa_run-1_desc-cerebellum_dseg.nii.gz").dataobj)
+    labels = np.asarray(tissue.dataobj)
+    assert tissue.shape == (128, 128, 66) and set(np.unique(labels)) == {0, 1, 2, 3, 4}
+    assert ((lobules > 0) <= (labels > 0)).all() and (lobules > 0).sum() > 0.95 * (labels > 0).sum()
+    lut = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellumtissue_dseg.tsv", sep="\t")
+    assert list(lut["index"]) == [1, 2, 3, 4] and list(lut.columns) == ["index", "name", "abbreviation", "color"]
+    qc = pd.read_csv(out / "sub-01/sub-01_qc.tsv", sep="\t")
+    assert 90 < qc.loc[0, "cerebellum_volume_ml"] < 200  # an adult cerebellum: ~110-160 ml
+    assert qc.loc[0, "cerebellum_atlas_dice"] > 0.6
+    t1w = nib.load(anat / "sub-01_desc-cerebellumtissue_dseg.nii.gz")
+    ml = (np.asarray(t1w.dataobj) > 0).sum() * np.prod(t1w.header.get_zooms()[:3]) / 1000
+    assert t1w.shape == nib.load(shared("ds-xa30") / "sub-01/anat/sub-01_T1w.nii.gz").shape and 90 < ml < 200
+    vols = pd.read_csv(anat / "sub-01_desc-cerebellumtissue_morph.tsv", sep="\t")
+    assert list(vols["name"])[:2] == ["Left-Cerebellum-Cortex", "Left-Cerebellum-White-Matter"]

@@ -68,6 +68,33 @@ def test_graph_with_t1w(tmp_path, template_cache):
     to_tpl = nodes[f"{run}.to_MNI152NLin2009aSym"]
     feeds = {d for u, v, data in graph.in_edges(to_tpl, data=True) for _, d in data["connect"]}
     assert feeds == {"bold_file", "ref_file", "xfm_files", "hmc_file"}
+    # cerebellum (default --cerebellum cnn): the CNN runs on the SR reference, the atlas lobules are
+    # kept inside it, and that is what the time series, QC, figure and dseg sink read
+    cnn = nodes[f"{run}.cerebellum_cnn"]
+    feeds = {(u.name, c) for u, v, data in graph.in_edges(cnn, data=True) for c in data["connect"]}
+    assert feeds == {("sr_boldref", ("out_file", "in_file")), ("cerebellum_dseg", ("out_file", "atlas_file"))}
+    for reader, field in (("cerebellum_summaries", "dseg_file"), ("qc", "dseg_file"), ("figures", "dseg_file"),
+                          ("ds_dseg", "in_file")):
+        feeds = {(u.name, c) for u, v, data in graph.in_edges(nodes[f"{run}.{reader}"], data=True)
+                 for c in data["connect"]}
+        assert ("cerebellum_cnn", ("lobules_file", field)) in feeds, reader
+    assert {"sub-01_task-rest_desc-cerebellumtissue_dseg.nii.gz", "sub-01_task-rest_desc-cerebellumtissue_dseg.tsv",
+            "sub-01_task-rest_desc-cerebellumtissue_morph.tsv", "sub-01_desc-cerebellumtissue_dseg.nii.gz",
+            "sub-01_desc-cerebellumtissue_morph.tsv"} <= sinks
+    assert nodes["sub_01_wf.t1w_cerebellum_cnn"].inputs.in_file.endswith("_T1w.nii.gz")
+
+
+def test_graph_atlas_cerebellum(tmp_path, template_cache):
+    wf, _ = _build(tmp_path, template_cache, with_t1w=True, cerebellum="atlas")
+    graph = wf._create_flat_graph()
+    nodes = _nodes(graph)
+    run = "sub_01_wf.bold_sub_01_task_rest_wf"
+    assert not any(k.endswith("cerebellum_cnn") for k in nodes)
+    feeds = {(u.name, c) for u, v, data in graph.in_edges(nodes[f"{run}.cerebellum_summaries"], data=True)
+             for c in data["connect"]}
+    assert ("cerebellum_dseg", ("out_file", "dseg_file")) in feeds
+    sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
+    assert not any("cerebellumtissue" in s for s in sinks)
 
 
 def test_graph_affine_only(tmp_path, template_cache):

@@ -2,6 +2,10 @@
 
     bids-boldsr-bench segment --image T1w.nii.gz --labels aseg.nii.gz [--route cnn|atlas] [--json out.json]
     bids-boldsr-bench segment --labels training_seg_13.nii.gz --synth [--seed 0]
+    bids-boldsr-bench segment --image sub-01_bold.nii.gz            # no labels: volumes only
+
+Without ``--labels`` (real BOLD has no manual labels) it reports the volume of each label in ml,
+to compare with the usual adult cerebellum (about 110-160 ml).
 
 ``--synth`` builds a BOLD-like image from the label map (EPI contrast: CSF bright, skull kept,
 bias field, noise, 3 mm isotropic voxels, a random rotation and an EPI-like distortion) and
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..segmentation.labels import CORTEX, LEFT, N_CLASSES, RIGHT, WHITE_MATTER, from_aseg
+from ..segmentation.labels import CORTEX, LABELS, LEFT, N_CLASSES, RIGHT, WHITE_MATTER, from_aseg
 
 REGIONS = {"cerebellum": LEFT + RIGHT, "left": LEFT, "right": RIGHT, "cortex": CORTEX,
            "white_matter": WHITE_MATTER}
@@ -42,6 +46,14 @@ def on_grid(labels: nib.spatialimages.SpatialImage, ref: nib.spatialimages.Spati
         return data
     m = np.linalg.inv(labels.affine) @ ref.affine
     return ndimage.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=ref.shape[:3], order=0)
+
+
+def volumes_ml(labels: np.ndarray, affine) -> dict:
+    """ml per region (and per label) of a :mod:`..segmentation.labels` array."""
+    ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
+    out = {name: round(float(np.isin(labels, idx).sum() * ml), 2) for name, idx in REGIONS.items()}
+    out.update({lab.abbreviation: round(float((labels == lab.index).sum() * ml), 2) for lab in LABELS})
+    return out
 
 
 def synth_bold(label_img, seed=0, res_mm=3.0):
@@ -77,7 +89,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bids-boldsr-bench segment", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", help="image to segment (not needed with --synth)")
-    ap.add_argument("--labels", required=True, help="FreeSurfer aseg (7/8 left, 46/47 right cerebellum)")
+    ap.add_argument("--labels", help="FreeSurfer aseg (7/8 left, 46/47 right cerebellum); without it: volumes only")
     ap.add_argument("--route", choices=("cnn", "atlas", "atlas-svf"), default="cnn",
                     help="cnn: the learned route; atlas: AAL through the affine normalisation; "
                          "atlas-svf: through affine + diffeomorphic SVF (the workflow's default)")
@@ -89,13 +101,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not args.synth and not args.image:
         ap.error("--image is required unless --synth")
+    if args.synth and not args.labels:
+        ap.error("--synth needs --labels")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    labels = nib.load(args.labels)
+    labels = nib.load(args.labels) if args.labels else None
     if args.synth:
         image, truth = synth_bold(labels, args.seed)
     else:
         image = nib.load(args.image)
-        truth = from_aseg(on_grid(labels, image))
+        truth = from_aseg(on_grid(labels, image)) if labels is not None else None
     start = time.time()
     try:
         pred = run_route(args.route, image, args.device, args.weights)
@@ -103,7 +117,9 @@ def main(argv=None) -> int:
         print(f"route {args.route} unavailable: {err}", file=sys.stderr)
         return 1
     seconds = round(time.time() - start, 2)
-    result = {"route": args.route, "dice": dice_scores(on_grid(pred, image), truth), "seconds": seconds,
+    pred = on_grid(pred, image)
+    result = {"route": args.route, "dice": dice_scores(pred, truth) if truth is not None else None,
+              "volumes_ml": volumes_ml(pred, image.affine), "seconds": seconds,
               "image": "synthetic BOLD-like (EPI contrast, 3 mm) from " + args.labels if args.synth else args.image,
               "labels": args.labels, "seed": args.seed if args.synth else None}
     text = json.dumps(result, indent=1)

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="T1w -> template: affine followed by a diffeomorphic stationary velocity "
                         "field (svf, default), the neural velocity field variant (nevf), or the "
                         "affine alone; runs without a T1w use the affine")
+    g = p.add_argument_group("cerebellum")
+    g.add_argument("--cerebellum", choices=("cnn", "atlas"), default="cnn",
+                   help="cnn (default): the packaged network finds the cerebellum in the image and "
+                        "the atlas lobules are kept inside it; atlas: the atlas labels alone, "
+                        "pulled through the inverse normalisation")
     g = p.add_argument_group("outputs")
     g.add_argument("--output-spaces", nargs="+", type=_space, metavar="SPACE",
                    default=["bold", "MNI152NLin2009aSym"],

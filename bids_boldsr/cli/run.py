@@ -108,6 +108,7 @@ def _main(argv) -> int:
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
         output_spaces=tuple(dict.fromkeys(opts.output_spaces)), registration=opts.registration,
+        cerebellum=opts.cerebellum,
         random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
     if config.analysis_level == "group":

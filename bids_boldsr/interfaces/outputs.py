@@ -19,6 +19,8 @@ class _RunQCInputSpec(BaseInterfaceInputSpec):
     template_mask_files = InputMultiObject(File(exists=True), desc="template mask on the same grids")
     fov_files = InputMultiObject(File(exists=True), desc="BOLD field of view on the same grids")
     dseg_file = File(exists=True)
+    tissue_file = File(exists=True, desc="learned cerebellum (L/R cortex, white matter)")
+    atlas_file = File(exists=True, desc="atlas cerebellum on the same grid (agreement check)")
     registration_file = File(exists=True, desc="JSON statistics of the T1w -> template registration")
     info = traits.Dict(desc="extra fields (entities, method)")
 
@@ -59,6 +61,11 @@ class RunQC(SimpleInterface):
             labels = np.asarray(nib.load(self.inputs.dseg_file).dataobj)
             qc["cerebellum_labels_present"] = int(len(np.unique(labels[labels > 0])))
             qc["cerebellum_voxels"] = int((labels > 0).sum())
+        if self.inputs.tissue_file:
+            from ..qc import cerebellum_metrics
+
+            qc.update(cerebellum_metrics(nib.load(self.inputs.tissue_file),
+                                         nib.load(self.inputs.atlas_file) if self.inputs.atlas_file else None))
         self._results["qc_file"] = save_json(qc, runtime.cwd, "qc.json")
         return runtime
 

@@ -10,6 +10,7 @@ class _RunFiguresInputSpec(BaseInterfaceInputSpec):
     run_name = traits.Str(mandatory=True)
     sr_file = File(exists=True, mandatory=True)
     dseg_file = File(exists=True)
+    tissue_file = File(exists=True, desc="learned cerebellum, outlined on the label figure")
     confounds_file = File(exists=True)
     template_bold_file = File(exists=True)
     template_mask_file = File(exists=True)
@@ -36,7 +37,9 @@ class RunFigures(SimpleInterface):
         if self.inputs.dseg_file:
             out.append(fig.cerebellum_overlay(self.inputs.sr_file, self.inputs.dseg_file,
                                               cwd / f"{name}_desc-cerebellum_dseg.png",
-                                              f"{name}: cerebellar labels on mean SR BOLD"))
+                                              f"{name}: cerebellar labels on mean SR BOLD"
+                                              + (" (white: learned cerebellum)" if self.inputs.tissue_file else ""),
+                                              self.inputs.tissue_file or None))
         if self.inputs.confounds_file:
             out.append(fig.motion_plot(self.inputs.confounds_file, cwd / f"{name}_desc-motion_bold.png",
                                        f"{name}: head motion"))

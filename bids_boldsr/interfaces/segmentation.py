@@ -1,7 +1,8 @@
-"""Label resampling: cerebellar atlas to native space, masks to templates (``segmentation.atlas``)."""
+"""Cerebellum: atlas labels and masks through transform chains (``segmentation.atlas``), the learned
+segmentation with atlas lobules inside it (``segmentation.cnn``, ``.lobules``), per-label summaries."""
 import nibabel as nib
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec)
+                                    SimpleInterface, TraitedSpec, traits)
 
 from .base import save_img
 
@@ -66,4 +67,48 @@ class LabelSummaries(SimpleInterface):
         vols = label_volumes(dseg, lut)
         self._results["volumes_file"] = str(Path(runtime.cwd) / "volumes.tsv")
         vols.to_csv(self._results["volumes_file"], sep="\t", index=False)
+        return runtime
+
+
+class _SegmentCerebellumInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="image to segment (T1w, BOLD reference; 4-D: mean)")
+    atlas_file = File(exists=True, desc="atlas lobules on the same grid (from ResampleLabels)")
+    device = traits.Str("cpu", usedefault=True)
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
+
+
+class _SegmentCerebellumOutputSpec(TraitedSpec):
+    tissue_file = File(exists=True, desc="left/right cerebellar cortex and white matter (labels.LABELS)")
+    tissue_lut_file = File(exists=True, desc="dseg.tsv of tissue_file")
+    lobules_file = File(desc="atlas lobules restricted to the learned cerebellum")
+
+
+class SegmentCerebellum(SimpleInterface):
+    """Learned cerebellum (``segmentation.cnn``), and the atlas lobules inside it
+    (``segmentation.lobules``) when ``atlas_file`` is given."""
+
+    input_spec = _SegmentCerebellumInputSpec
+    output_spec = _SegmentCerebellumOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        import numpy as np
+
+        from ..segmentation.cnn import segment_cerebellum
+        from ..segmentation.labels import dseg_tsv
+        from ..segmentation.lobules import lobules_in_mask
+
+        image = nib.load(self.inputs.in_file)
+        tissue = segment_cerebellum(image, device=self.inputs.device)
+        self._results["tissue_file"] = save_img(tissue, runtime.cwd, "tissue_dseg.nii.gz")
+        lut = Path(runtime.cwd) / "tissue_dseg.tsv"
+        lut.write_text(dseg_tsv())
+        self._results["tissue_lut_file"] = str(lut)
+        if self.inputs.atlas_file:
+            atlas = nib.load(self.inputs.atlas_file)
+            data = np.asarray(atlas.dataobj)
+            lobules = lobules_in_mask(np.asarray(tissue.dataobj) > 0, data, atlas.header.get_zooms()[:3])
+            self._results["lobules_file"] = save_img(nib.Nifti1Image(lobules, atlas.affine), runtime.cwd,
+                                                     "lobules_dseg.nii.gz")
         return runtime

@@ -35,21 +35,32 @@ def template_alignment(bold_file, template_file, template_mask_file, out_png, ti
     return Path(out_png)
 
 
-def cerebellum_overlay(bold_file, dseg_file, out_png, title) -> Path:
-    """Mean super-resolved BOLD with the cerebellar labels (native space)."""
+def cerebellum_overlay(bold_file, dseg_file, out_png, title, tissue_file=None) -> Path:
+    """Mean super-resolved BOLD with the cerebellar labels (native space): an orthogonal view at the
+    labels' centre and a row of axial slices from the bottom to the top of the cerebellum, so a
+    clipped inferior cerebellum or labels leaking into the occipital lobe show. With
+    ``tissue_file`` the learned cerebellum's outline is drawn in white."""
     from nilearn import plotting
 
     mean = _mean_img(bold_file)
     dseg = nib.load(dseg_file)
     labels = np.asarray(dseg.dataobj)
     if (labels > 0).any():
-        com = nib.affines.apply_affine(dseg.affine, np.argwhere(labels > 0).mean(axis=0))
+        world = nib.affines.apply_affine(dseg.affine, np.argwhere(labels > 0))
+        com, z = world.mean(0), np.percentile(world[:, 2], [5, 95])
     else:
-        com = (0, -55, -30)
-    disp = plotting.plot_roi(dseg, bg_img=mean, cut_coords=com, title=title, alpha=0.45,
-                             cmap="tab20", dim=-0.3, draw_cross=False, annotate=False)
-    disp.savefig(str(out_png), dpi=80)
-    disp.close()
+        com, z = np.array([0.0, -55.0, -30.0]), np.array([-50.0, -10.0])
+    fig = plt.figure(figsize=(11, 5.2))
+    views = (("ortho", com, [0.0, 0.5, 1.0, 0.5]),
+             ("z", list(np.linspace(z[0], z[1], 6)), [0.0, 0.0, 1.0, 0.5]))
+    for i, (mode, cuts, rect) in enumerate(views):
+        disp = plotting.plot_roi(dseg, bg_img=mean, display_mode=mode, cut_coords=cuts, figure=fig,
+                                 axes=rect, title=title if i == 0 else None, alpha=0.45, cmap="tab20",
+                                 dim=-0.3, draw_cross=False, annotate=i == 0)
+        if tissue_file is not None:
+            disp.add_contours(nib.load(tissue_file), levels=[0.5], colors="w", linewidths=0.7)
+    fig.savefig(str(out_png), dpi=80)
+    plt.close(fig)
     return Path(out_png)
 
 

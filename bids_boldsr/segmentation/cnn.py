@@ -5,6 +5,7 @@
    cortex and white matter (:mod:`.labels`).
 Both were trained on synthetic images only (:mod:`.train`), so any contrast works (T1w, EPI).
 """
+import itertools
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "segmentation" / "cereb
 LOCATOR = {"channels": 8, "levels": 4, "n_classes": 2, "work_mm": 4.0}
 SEGMENTER = {"channels": 16, "levels": 3, "n_classes": N_CLASSES, "work_mm": 2.0}
 FINE_SHAPE = (80, 64, 64)  # 2 mm voxels: 160 x 128 x 128 mm, margin around a 115 x 70 x 70 mm cerebellum
+WINDOW = (64, 48, 48)  # the training crop (synth.synth_crop: 128 x 96 x 96 mm at 2 mm)
 
 
 def _block(cin, cout):
@@ -109,14 +111,37 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
     return blobs == 1 + np.argmax(ndimage.sum(mask, blobs, range(1, n + 1)))
 
 
-def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True, threshold=0.5) -> torch.Tensor:
-    """Class probabilities on the 2 mm box; ``flip`` averages with the left-right mirrored pass
-    (its left and right classes swapped back), then drops islands outside the largest blob of
-    cerebellum (``1 - p(background) > threshold``)."""
-    prob = _predict(segmenter, vol, device)
-    if flip:
-        mirrored = _predict(segmenter, vol.flip(0), device).flip(1)
-        prob = (prob + mirrored[[0, *RIGHT, *LEFT]]) / 2
+def _windows(shape, window, stride):
+    """Corners of ``window``-sized boxes tiling ``shape`` every ``stride`` voxels (ends included)."""
+    starts = []
+    for n, w in zip(shape, window):
+        last = max(0, n - w)
+        starts.append(sorted({*range(0, last + 1, stride), last}))
+    return list(itertools.product(*starts))
+
+
+def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True, threshold=0.5,
+                          window=WINDOW, stride=8) -> torch.Tensor:
+    """Class probabilities on the 2 mm box, averaged over windows of the training crop size.
+
+    Each window is intensity-normalised on its own and seen at the size the network was trained
+    on: instance normalisation makes the output depend on how much context the input holds (on a
+    box 1.7x the training crop the old weights over-segmented by 1-2 mm; docs/benchmarks-segmentation.md).
+    ``flip`` averages with the left-right mirrored pass (left and right classes swapped back);
+    islands outside the largest blob of cerebellum (``1 - p(background) > threshold``) are dropped."""
+    window = tuple(min(w, n) for w, n in zip(window, vol.shape))
+    prob = torch.zeros((segmenter.head.out_channels, *vol.shape))
+    count = torch.zeros(vol.shape)
+    for corner in _windows(vol.shape, window, stride):
+        box = tuple(slice(c, c + w) for c, w in zip(corner, window))
+        sub = normalize(vol[box])
+        p = _predict(segmenter, sub, device)
+        if flip:
+            mirrored = _predict(segmenter, sub.flip(0), device).flip(1)
+            p = (p + mirrored[[0, *RIGHT, *LEFT]]) / 2
+        prob[(slice(None), *box)] += p
+        count[box] += 1
+    prob /= count
     keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > threshold))
     prob[1:] *= keep
     prob[0] = torch.where(keep, prob[0], torch.ones(()))
@@ -131,7 +156,7 @@ def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=
     locator, segmenter = load_models(weights, device)
     data, affine = _as_3d(image), image.affine
     grid = world_grid(locate(locator, data, affine, device), FINE_SHAPE, SEGMENTER["work_mm"])
-    vol = normalize(resample(data, affine, grid, FINE_SHAPE, SEGMENTER["work_mm"]))
+    vol = resample(data, affine, grid, FINE_SHAPE, SEGMENTER["work_mm"])  # normalised per window
     threshold = getattr(segmenter, "threshold", 0.5)
     prob = segment_probabilities(segmenter, vol, device, flip, threshold)
     # back to the input grid, only inside the box (the rest is background)

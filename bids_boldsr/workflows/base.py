@@ -42,7 +42,7 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     if has_t1w:
         t1w_reg, forward, inverse, stats = _t1w_to_template(wf, config, subject, data["t1w"], anchor,
                                                             device)
-        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse)
+        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse, device)
 
     train = None
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
@@ -105,25 +105,31 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
             (nonlinear, "stats_file"))
 
 
-def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse):
-    """Cerebellar atlas labels on the T1w grid (through the inverse normalisation), with the
-    lookup table and per-label volumes."""
+def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device):
+    """Cerebellar labels on the T1w grid: atlas through the inverse normalisation, kept (default)
+    inside the cerebellum the CNN finds on the T1w; the lookup tables and per-label volumes."""
     from ..bids import derivative_path
-    from ..interfaces.segmentation import LabelSummaries, ResampleLabels
-    from .bold import sink_static
+    from ..interfaces.segmentation import LabelSummaries, ResampleLabels, SegmentCerebellum
+    from .bold import cerebellum_metadata, sink_static, sink_tissue
 
-    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), ref_file=str(t1w)), name="t1w_cerebellum_dseg")
-    volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")
-    wf.connect([(inverse[0], dseg, [(inverse[1], "xfm_files")]), (dseg, volumes, [("out_file", "dseg_file")])])
+    atlas = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), ref_file=str(t1w)), name="t1w_cerebellum_dseg")
+    wf.connect([(inverse[0], atlas, [(inverse[1], "xfm_files")])])
+    dseg, dseg_out = atlas, "out_file"
     ents = _anat_entities(t1w, subject)
 
-    def path(suffix, ext):
-        return derivative_path(config.output_dir, ents, "anat", suffix, ext, desc="cerebellum")
+    def path(suffix, ext, desc="cerebellum"):
+        return derivative_path(config.output_dir, ents, "anat", suffix, ext, desc=desc)
 
-    sink(wf, dseg, "out_file", path("dseg", ".nii.gz"),
-         metadata={"Atlas": "AAL (cerebellar regions)", "Template": anchor["space"],
-                   "Method": "atlas pulled through the inverse of the T1w normalisation"},
-         name="ds_t1w_dseg")
+    if config.cerebellum == "cnn":
+        cnn = pe.Node(SegmentCerebellum(in_file=str(t1w), device=device, use_gpu=device == "cuda"),
+                      name="t1w_cerebellum_cnn", mem_gb=3.0)
+        wf.connect([(atlas, cnn, [("out_file", "atlas_file")])])
+        dseg, dseg_out = cnn, "lobules_file"
+        sink_tissue(wf, cnn, lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), "t1w_")
+    volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")
+    wf.connect([(dseg, volumes, [(dseg_out, "dseg_file")])])
+    sink(wf, dseg, dseg_out, path("dseg", ".nii.gz"),
+         metadata=cerebellum_metadata(config.cerebellum, anchor["space"], "the T1w"), name="ds_t1w_dseg")
     sink_static(wf, str(anchor["atlas_tsv"]), str(path("dseg", ".tsv")), "ds_t1w_dseg_tsv")
     sink(wf, volumes, "volumes_file", path("morph", ".tsv"), name="ds_t1w_cerebellum_volumes")
 

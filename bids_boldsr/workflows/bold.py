@@ -10,7 +10,7 @@ from ..interfaces.bold import BoldReference, HeadMotion
 from ..interfaces.outputs import RunQC
 from ..interfaces.registration import RegisterLinear, ResampleSeries
 from ..interfaces.reports import RunFigures
-from ..interfaces.segmentation import LabelSummaries, ResampleLabels
+from ..interfaces.segmentation import LabelSummaries, ResampleLabels, SegmentCerebellum
 from ..interfaces.sr import SuperResolve, SuperResolveReference
 from .outputs import sink, sink_transforms
 
@@ -86,9 +86,17 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
         # stretched the clipped slab over the missing cerebellum (docs/benchmarks-registration.md).
         wf.connect([(coreg, chain, [("xfm_file", "in1")]), (coreg, inverse, [("inverse_xfm_file", "in1")])])
 
-    # Cerebellar labels on the native super-resolved grid (atlas pulled through the inverse).
-    dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"])), name="cerebellum_dseg")
-    wf.connect([(sr, dseg, [("out_file", "ref_file")]), (inverse, dseg, [("out", "xfm_files")])])
+    # Cerebellar labels on the native super-resolved grid: the atlas pulled through the inverse,
+    # kept (default) only inside the cerebellum the CNN finds on the super-resolved reference.
+    atlas_dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"])), name="cerebellum_dseg")
+    wf.connect([(sr_ref, atlas_dseg, [("out_file", "ref_file")]), (inverse, atlas_dseg, [("out", "xfm_files")])])
+    dseg, dseg_out = atlas_dseg, "out_file"
+    cnn = None
+    if config.cerebellum == "cnn":
+        cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name="cerebellum_cnn",
+                      mem_gb=2.0)
+        wf.connect([(sr_ref, cnn, [("out_file", "in_file")]), (atlas_dseg, cnn, [("out_file", "atlas_file")])])
+        dseg, dseg_out = cnn, "lobules_file"
 
     qc = pe.Node(RunQC(bold_file=str(bold), info={"run": run_name(ents), "subject": ents["sub"],
                                                   "sr_method": config.sr_method,
@@ -96,10 +104,10 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
                  name="qc", mem_gb=2.0)
     wf.connect([(sr, qc, [("out_file", "sr_file")]), (boldref, qc, [("mask_file", "mask_file")]),
                 (inputnode, qc, [("registration_file", "registration_file")]),
-                (hmc, qc, [("confounds_file", "confounds_file")]), (dseg, qc, [("out_file", "dseg_file")])])
+                (hmc, qc, [("confounds_file", "confounds_file")]), (dseg, qc, [(dseg_out, "dseg_file")])])
 
     figs = pe.Node(RunFigures(run_name=run_name(ents)), name="figures", mem_gb=2.0)
-    wf.connect([(sr, figs, [("out_file", "sr_file")]), (dseg, figs, [("out_file", "dseg_file")]),
+    wf.connect([(sr, figs, [("out_file", "sr_file")]), (dseg, figs, [(dseg_out, "dseg_file")]),
                 (hmc, figs, [("confounds_file", "confounds_file")]),
                 (qc, outputnode, [("qc_file", "qc_file")]), (figs, outputnode, [("figures", "figures")])])
 
@@ -119,15 +127,18 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
         return dpath("xfm", ext, **{"from": src, "to": dst, "mode": "image"}, **extra)
 
     sink_transforms(wf, coreg, None, xfm_path, "boldref", target, "affine", "coreg")
-    sink(wf, dseg, "out_file", dpath("dseg", desc="cerebellum"),
-         metadata={"Atlas": "AAL (cerebellar regions)", "Method": "atlas pulled through the "
-                   "inverse of the template normalisation", "Template": anchor["space"]},
+    sink(wf, dseg, dseg_out, dpath("dseg", desc="cerebellum"),
+         metadata=cerebellum_metadata(config.cerebellum, anchor["space"], "the super-resolved BOLD reference"),
          name="ds_dseg")
+    if cnn is not None:
+        wf.connect([(cnn, qc, [("tissue_file", "tissue_file")]), (atlas_dseg, qc, [("out_file", "atlas_file")]),
+                    (cnn, figs, [("tissue_file", "tissue_file")])])
+        sink_tissue(wf, cnn, lambda suffix, ext: dpath(suffix, ext, desc="cerebellumtissue"), "")
     sink_static(wf, str(anchor["atlas_tsv"]), dpath("dseg", ".tsv", desc="cerebellum"), "ds_dseg_tsv")
     summaries = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="cerebellum_summaries",
                         mem_gb=1.0)
     wf.connect([(sr, summaries, [("out_file", "series_file")]),
-                (dseg, summaries, [("out_file", "dseg_file")])])
+                (dseg, summaries, [(dseg_out, "dseg_file")])])
     sink(wf, summaries, "timeseries_file", dpath("timeseries", ".tsv", desc="cerebellum"),
          metadata={"Description": "mean super-resolved BOLD signal per cerebellar label (columns "
                    "named as in the dseg lookup table)", "RepetitionTime": run.repetition_time},
@@ -188,6 +199,29 @@ def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, merge
         figs.inputs.template_name = tpl["space_label"]
         wf.connect([(resample, figs, [("out_file", "template_bold_file")]),
                     (pick, figs, [("out", "template_mask_file")])])
+
+
+def cerebellum_metadata(route, space, image) -> dict:
+    """Sidecar of a cerebellar lobule dseg made by ``route`` (``--cerebellum``)."""
+    meta = {"Atlas": "AAL (cerebellar regions)", "Template": space}
+    if route == "cnn":
+        meta["Method"] = (f"cerebellum segmented on {image} by the packaged 3-D U-Net; each of its voxels "
+                          "takes the nearest atlas lobule pulled through the inverse of the normalisation")
+    else:
+        meta["Method"] = "atlas pulled through the inverse of the normalisation"
+    return meta
+
+
+def sink_tissue(wf, cnn, path, prefix):
+    """The learned tissue labels (L/R cerebellar cortex and white matter), their table and volumes."""
+    volumes = pe.Node(LabelSummaries(), name=f"{prefix}cerebellum_tissue_volumes")
+    wf.connect([(cnn, volumes, [("tissue_file", "dseg_file"), ("tissue_lut_file", "lut_file")])])
+    sink(wf, cnn, "tissue_file", path("dseg", ".nii.gz"),
+         metadata={"Method": "3-D U-Net trained on synthetic images from real label maps "
+                             "(bids_boldsr/data/segmentation/cerebellum_unet.json)"},
+         name=f"ds_{prefix}cerebellum_tissue")
+    sink(wf, cnn, "tissue_lut_file", path("dseg", ".tsv"), name=f"ds_{prefix}cerebellum_tissue_tsv")
+    sink(wf, volumes, "volumes_file", path("morph", ".tsv"), name=f"ds_{prefix}cerebellum_tissue_volumes")
 
 
 def sink_static(wf, in_file, out_path, name):
