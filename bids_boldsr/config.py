@@ -29,6 +29,7 @@ class Config:
     output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")
     registration: str = "svf"
     cerebellum: str = "cnn"
+    cerebellar_atlas: str = "AAL"
     random_seed: int = 0
     skip_bids_validation: bool = False
     sloppy: bool = False

@@ -111,6 +111,24 @@ def embedded_image(resolution: int = 1, cache_dir=None, **query):
     return nib.load(get_template_file(EMBEDDED, cache, resolution=resolution, **query))
 
 
+def suit_files(cache_dir) -> dict:
+    """TemplateFlow's tpl-SUIT: ``t1w``, the ``atlas-Diedrichsen2009`` lobules ``dseg`` and its ``tsv``
+    (from TEMPLATEFLOW_HOME; the 1 mm files when several resolutions are there)."""
+    def one(**query):
+        hits = []
+        if (user_home() / "tpl-SUIT").is_dir():
+            hits = _existing(_client(user_home()).ls("SUIT", **query))
+        if len(hits) > 1:
+            hits = [h for h in hits if "_res-1_" in h.name or "_res-01_" in h.name] or hits[:0]
+        if len(hits) == 1:
+            return hits[0]
+        return get_template_file("SUIT", cache_dir, **query)  # downloads when online, else a clear error
+
+    return {"t1w": one(suffix="T1w", extension=".nii.gz"),
+            "dseg": one(atlas="Diedrichsen2009", suffix="dseg", extension=".nii.gz"),
+            "tsv": one(atlas="Diedrichsen2009", suffix="dseg", extension=".tsv")}
+
+
 def template_resolutions(name: str, cache_dir) -> dict[int, float]:
     """Resolution index -> voxel size (mm) from ``template_description.json``."""
     found: dict[int, float] = {}

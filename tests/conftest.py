@@ -46,3 +46,59 @@ def make_bids(root: Path, bold_img, t1w_img=None, sub="01", task="rest", tr=2.0,
     (root / "dataset_description.json").write_text(
         json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
     return root
+
+
+def fake_suit(template_cache, resolution=2, warp_mm=0.0):
+    """A 'SUIT' template cut from the embedded MNI template around the cerebellum, deformed by a
+    smooth random warp of about ``warp_mm`` and moved to another world frame (7 degrees, 6 mm,
+    4 % larger), with the AAL cerebellum as its lobules: the true answer on the template grid is
+    the AAL atlas itself."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    from bids_boldsr import templates
+    from bids_boldsr.registration.field import DisplacementField
+    from bids_boldsr.registration.resample import resample
+
+    t1w = templates.embedded_image(resolution, template_cache, suffix="T1w")
+    atlas = templates.embedded_image(resolution, template_cache, atlas="AAL", desc="cerebellum", suffix="dseg")
+    labels = np.asarray(atlas.dataobj)
+    pts = np.argwhere(labels > 0)
+    pad = int(round(15 / resolution))
+    lo, hi = np.maximum(pts.min(0) - pad, 0), np.minimum(pts.max(0) + pad + 1, labels.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    crop_affine = atlas.affine.copy()
+    crop_affine[:3, 3] = nib.affines.apply_affine(atlas.affine, lo)
+    a = np.deg2rad(7)
+    move = np.eye(4)
+    move[:3, :3] = 1.04 * np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    move[:3, 3] = [6.0, -4.0, 3.0]
+    image, lobules = np.asarray(t1w.dataobj, np.float32)[box], labels[box]
+    if warp_mm:
+        shape = image.shape
+        rng = np.random.default_rng(1)
+        coarse = rng.normal(0, warp_mm, (3, 4, 4, 4))
+        disp = np.stack([ndimage.zoom(c, np.array(shape) / 4, order=3) for c in coarse], -1)
+        field = DisplacementField(disp, crop_affine)
+        image = resample(image, crop_affine, shape, crop_affine, [field], order=1)
+        lobules = resample(lobules, crop_affine, shape, crop_affine, [field], order=0)
+    suit_t1w = nib.Nifti1Image(image.astype(np.float32), move @ crop_affine)
+    suit_dseg = nib.Nifti1Image(lobules.astype(np.uint8), move @ crop_affine)
+    return suit_t1w, suit_dseg, t1w, atlas
+
+
+def suit_home(home: Path, template_cache) -> Path:
+    """A TEMPLATEFLOW_HOME holding a stand-in tpl-SUIT (:func:`fake_suit`, 2 mm, warped)."""
+    import nibabel as nib
+
+    tpl = home / "tpl-SUIT"
+    tpl.mkdir(parents=True, exist_ok=True)
+    (home / "dataset_description.json").write_text('{"Name": "tf", "BIDSVersion": "1.9.0"}')
+    t1w, dseg, _, _ = fake_suit(template_cache, warp_mm=2.5)
+    (tpl / "template_description.json").write_text(json.dumps({"Name": "SUIT stand-in"}))
+    nib.save(t1w, tpl / "tpl-SUIT_T1w.nii.gz")
+    nib.save(dseg, tpl / "tpl-SUIT_atlas-Diedrichsen2009_dseg.nii.gz")
+    rows = ["index\tname\tabbreviation\tcolor"] + [f"{i}\tLobule-{i}\tL{i}\t#808080" for i in range(1, 27)]
+    (tpl / "tpl-SUIT_atlas-Diedrichsen2009_dseg.tsv").write_text("\n".join(rows) + "\n")
+    return home

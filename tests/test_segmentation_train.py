@@ -27,8 +27,11 @@ def test_seeded_run_reproduces_weights_hash(tmp_path):
     records = []
     for run in ("a", "b"):
         assert main(["--labelmaps", str(maps), "--out", str(tmp_path / run), "--steps", "2", "--seed", "3",
-                     "--workers", "0"]) == 0
+                     "--workers", "0", "--calibration-crops", "2"]) == 0
         records.append(json.loads((tmp_path / run / "cerebellum_unet.json").read_text()))
     assert records[0]["weights_sha256"] == records[1]["weights_sha256"]
+    # the decision threshold is fitted on seeded validation crops: reproducible too, and stored
+    assert records[0]["threshold"] == records[1]["threshold"] and 0.3 <= records[0]["threshold"] <= 0.95
+    assert torch.load(tmp_path / "a" / "cerebellum_unet.pt", weights_only=True)["threshold"] == records[0]["threshold"]
     assert records[0]["training_data"] == ["training_seg_01.nii.gz"] and records[0]["steps"] == 2
     assert (tmp_path / "a" / "cerebellum_unet.pt").stat().st_size < 5e6

@@ -118,3 +118,27 @@ def test_graph_bold_only_and_res(tmp_path, template_cache):
     assert f"{run}.coreg_nonlinear" not in nodes
     assert "sub-01_task-rest_from-boldref_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
     assert "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz" in sinks
+
+
+def test_graph_suit_atlas(tmp_path, template_cache, monkeypatch):
+    """--cerebellar-atlas SUIT: one cerebellum-masked registration of tpl-SUIT feeds the T1w and
+    every run; the lookup table is SUIT's."""
+    from conftest import suit_home
+
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(suit_home(tmp_path / "tf", template_cache)))
+    wf, _ = _build(tmp_path, template_cache, with_t1w=True, cerebellar_atlas="SUIT")
+    graph = wf._create_flat_graph()
+    nodes = _nodes(graph)
+    suit = nodes["sub_01_wf.suit_to_template"]
+    assert suit.inputs.suit_dseg.endswith("tpl-SUIT_atlas-Diedrichsen2009_dseg.nii.gz")
+    readers = {(v.fullname.split(".", 1)[1], c) for _, v, data in graph.out_edges(suit, data=True)
+               for c in data["connect"]}
+    assert readers == {("sub_01_wf.t1w_cerebellum_dseg", ("out_file", "in_file")),
+                       ("sub_01_wf.bold_sub_01_task_rest_wf.inputnode", ("out_file", "atlas_file"))}
+    atlas = nodes["sub_01_wf.bold_sub_01_task_rest_wf.cerebellum_dseg"]
+    feeds = {(u.name, c) for u, v, data in graph.in_edges(atlas, data=True) for c in data["connect"]}
+    assert ("inputnode", ("atlas_file", "in_file")) in feeds
+    tsv = nodes["sub_01_wf.bold_sub_01_task_rest_wf.ds_dseg_tsv"].inputs.in_file
+    assert tsv.endswith("tpl-SUIT_atlas-Diedrichsen2009_dseg.tsv")
+    meta = nodes["sub_01_wf.bold_sub_01_task_rest_wf.ds_dseg"].inputs.metadata
+    assert meta["Atlas"].startswith("SUIT atlas-Diedrichsen2009")

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cnn (default): the packaged network finds the cerebellum in the image and "
                         "the atlas lobules are kept inside it; atlas: the atlas labels alone, "
                         "pulled through the inverse normalisation")
+    g.add_argument("--cerebellar-atlas", choices=("AAL", "SUIT"), default="AAL",
+                   help="lobules from the embedded AAL cerebellar regions (default, offline) or from "
+                        "TemplateFlow's tpl-SUIT atlas-Diedrichsen2009 (must be in TEMPLATEFLOW_HOME; "
+                        "brought onto the MNI template by a cerebellum-masked registration)")
     g = p.add_argument_group("outputs")
     g.add_argument("--output-spaces", nargs="+", type=_space, metavar="SPACE",
                    default=["bold", "MNI152NLin2009aSym"],

@@ -108,7 +108,7 @@ def _main(argv) -> int:
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
         output_spaces=tuple(dict.fromkeys(opts.output_spaces)), registration=opts.registration,
-        cerebellum=opts.cerebellum,
+        cerebellum=opts.cerebellum, cerebellar_atlas=opts.cerebellar_atlas,
         random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
     if config.analysis_level == "group":
@@ -185,6 +185,11 @@ def resolve_spaces(config):
                                                  atlas="AAL", desc="cerebellum", suffix="dseg")}
         anchor["atlas_tsv"] = anchor["atlas"].parent / (
             f"tpl-{tpl.EMBEDDED}_atlas-AAL_desc-cerebellum_dseg.tsv")
+        if config.cerebellar_atlas == "SUIT":
+            anchor["suit"] = tpl.suit_files(cache)
+            anchor["atlas_tsv"] = anchor["suit"]["tsv"]
+            anchor["atlas_name"] = ("SUIT atlas-Diedrichsen2009 (TemplateFlow tpl-SUIT, registered to "
+                                    f"{tpl.EMBEDDED} by a cerebellum-masked affine + SVF)")
     except tpl.TemplateError as exc:
         raise InputMissing(str(exc)) from None
     return out, anchor

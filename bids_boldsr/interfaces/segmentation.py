@@ -112,3 +112,35 @@ class SegmentCerebellum(SimpleInterface):
             self._results["lobules_file"] = save_img(nib.Nifti1Image(lobules, atlas.affine), runtime.cwd,
                                                      "lobules_dseg.nii.gz")
         return runtime
+
+
+class _SuitToTemplateInputSpec(BaseInterfaceInputSpec):
+    suit_t1w = File(exists=True, mandatory=True, desc="TemplateFlow tpl-SUIT T1w")
+    suit_dseg = File(exists=True, mandatory=True, desc="tpl-SUIT atlas-Diedrichsen2009 dseg")
+    template_file = File(exists=True, mandatory=True, desc="anchor template T1w (output grid)")
+    template_atlas = File(exists=True, mandatory=True, desc="cerebellar labels on the anchor (the mask)")
+    device = traits.Str("cpu", usedefault=True)
+    sloppy = traits.Bool(False, usedefault=True)
+
+
+class _SuitToTemplateOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="SUIT lobules on the anchor template grid")
+    stats_file = File(exists=True)
+
+
+class SuitToTemplate(SimpleInterface):
+    """SUIT lobules onto the anchor template by a cerebellum-masked registration (``segmentation.suit``)."""
+
+    input_spec = _SuitToTemplateInputSpec
+    output_spec = _SuitToTemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..segmentation.suit import suit_on_template
+        from .base import save_json
+
+        labels, stats = suit_on_template(nib.load(self.inputs.suit_t1w), nib.load(self.inputs.suit_dseg),
+                                         nib.load(self.inputs.template_file), nib.load(self.inputs.template_atlas),
+                                         device=self.inputs.device, sloppy=self.inputs.sloppy)
+        self._results["out_file"] = save_img(labels, runtime.cwd, "suit_on_template_dseg.nii.gz")
+        self._results["stats_file"] = save_json(stats, runtime.cwd, "suit_registration.json")
+        return runtime

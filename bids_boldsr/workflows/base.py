@@ -39,10 +39,11 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     fig_merge.inputs.no_flatten = True  # one list of figures per run
     wf.connect(fig_merge, "out", report, "figures")
 
+    atlas = _cerebellar_atlas(wf, config, anchor, device)
     if has_t1w:
         t1w_reg, forward, inverse, stats = _t1w_to_template(wf, config, subject, data["t1w"], anchor,
                                                             device)
-        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse, device)
+        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse, device, atlas)
 
     train = None
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
@@ -53,6 +54,7 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
                                 use_gpu=device == "cuda"), name="sr_train", mem_gb=4.0)
     for i, run in enumerate(runs, start=1):
         bold_wf = init_bold_wf(config, run, templates, anchor, device, has_t1w)
+        wf.connect(atlas[0], atlas[1], bold_wf, "inputnode.atlas_file")
         if train is not None:
             wf.connect(train, "checkpoint", bold_wf, "inputnode.checkpoint")
         if has_t1w:
@@ -65,6 +67,22 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
         wf.connect([(bold_wf, qc_merge, [("outputnode.qc_file", f"in{i}")]),
                     (bold_wf, fig_merge, [("outputnode.figures", f"in{i}")])])
     return wf
+
+
+def _cerebellar_atlas(wf, config, anchor, device):
+    """(node, field) giving the cerebellar lobules on the anchor template grid: the embedded AAL
+    labels, or (``--cerebellar-atlas SUIT``) TemplateFlow's SUIT atlas brought onto the anchor by
+    a cerebellum-masked affine + SVF registration of tpl-SUIT (``segmentation.suit``)."""
+    if "suit" not in anchor:
+        node = pe.Node(niu.IdentityInterface(["atlas_file"]), name="cerebellar_atlas")
+        node.inputs.atlas_file = str(anchor["atlas"])
+        return node, "atlas_file"
+    from ..interfaces.segmentation import SuitToTemplate
+
+    node = pe.Node(SuitToTemplate(suit_t1w=str(anchor["suit"]["t1w"]), suit_dseg=str(anchor["suit"]["dseg"]),
+                                  template_file=str(anchor["t1w"]), template_atlas=str(anchor["atlas"]),
+                                  device=device, sloppy=config.sloppy), name="suit_to_template", mem_gb=3.0)
+    return node, "out_file"
 
 
 def _t1w_to_template(wf, config, subject, t1w, anchor, device):
@@ -105,15 +123,15 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
             (nonlinear, "stats_file"))
 
 
-def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device):
+def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device, atlas_src):
     """Cerebellar labels on the T1w grid: atlas through the inverse normalisation, kept (default)
     inside the cerebellum the CNN finds on the T1w; the lookup tables and per-label volumes."""
     from ..bids import derivative_path
     from ..interfaces.segmentation import LabelSummaries, ResampleLabels, SegmentCerebellum
     from .bold import cerebellum_metadata, sink_static, sink_tissue
 
-    atlas = pe.Node(ResampleLabels(in_file=str(anchor["atlas"]), ref_file=str(t1w)), name="t1w_cerebellum_dseg")
-    wf.connect([(inverse[0], atlas, [(inverse[1], "xfm_files")])])
+    atlas = pe.Node(ResampleLabels(ref_file=str(t1w)), name="t1w_cerebellum_dseg")
+    wf.connect([(inverse[0], atlas, [(inverse[1], "xfm_files")]), (atlas_src[0], atlas, [(atlas_src[1], "in_file")])])
     dseg, dseg_out = atlas, "out_file"
     ents = _anat_entities(t1w, subject)
 
@@ -129,7 +147,7 @@ def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device):
     volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")
     wf.connect([(dseg, volumes, [(dseg_out, "dseg_file")])])
     sink(wf, dseg, dseg_out, path("dseg", ".nii.gz"),
-         metadata=cerebellum_metadata(config.cerebellum, anchor["space"], "the T1w"), name="ds_t1w_dseg")
+         metadata=cerebellum_metadata(config.cerebellum, anchor, "the T1w"), name="ds_t1w_dseg")
     sink_static(wf, str(anchor["atlas_tsv"]), str(path("dseg", ".tsv")), "ds_t1w_dseg_tsv")
     sink(wf, volumes, "volumes_file", path("morph", ".tsv"), name="ds_t1w_cerebellum_volumes")
 

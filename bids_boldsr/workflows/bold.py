@@ -33,8 +33,8 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     ``anchor``: the template the cerebellar atlas lives in (``t1w``, ``mask``, ``atlas``).
     Inputs (``inputnode``) when ``has_t1w``: ``t1w_file``, ``t1w_mask``, the pull chains
     ``t1w_to_template_xfm`` (template points -> T1w) and ``template_to_t1w_xfm`` (its inverse),
-    ``registration_file`` (statistics of the diffeomorphic stage, optional); and ``checkpoint`` (SR model,
-    optional). Outputs: ``qc_file``, ``figures``.
+    ``registration_file`` (statistics of the diffeomorphic stage, optional); ``checkpoint`` (SR model,
+    optional); ``atlas_file`` (cerebellar lobules on the anchor grid). Outputs: ``qc_file``, ``figures``.
     """
     from ..bids import derivative_path
 
@@ -42,7 +42,7 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     wf = pe.Workflow(name=name or f"bold_{node_safe(run_name(ents))}_wf")
     inputnode = pe.Node(niu.IdentityInterface(["t1w_file", "t1w_mask", "t1w_to_template_xfm",
                                                "template_to_t1w_xfm", "registration_file",
-                                               "checkpoint"]), name="inputnode")
+                                               "checkpoint", "atlas_file"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(["qc_file", "figures"]), name="outputnode")
     bold = run.path
     src_meta = {"RepetitionTime": run.repetition_time, "TaskName": run.task_name,
@@ -88,8 +88,9 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
 
     # Cerebellar labels on the native super-resolved grid: the atlas pulled through the inverse,
     # kept (default) only inside the cerebellum the CNN finds on the super-resolved reference.
-    atlas_dseg = pe.Node(ResampleLabels(in_file=str(anchor["atlas"])), name="cerebellum_dseg")
-    wf.connect([(sr_ref, atlas_dseg, [("out_file", "ref_file")]), (inverse, atlas_dseg, [("out", "xfm_files")])])
+    atlas_dseg = pe.Node(ResampleLabels(), name="cerebellum_dseg")
+    wf.connect([(sr_ref, atlas_dseg, [("out_file", "ref_file")]), (inverse, atlas_dseg, [("out", "xfm_files")]),
+                (inputnode, atlas_dseg, [("atlas_file", "in_file")])])
     dseg, dseg_out = atlas_dseg, "out_file"
     cnn = None
     if config.cerebellum == "cnn":
@@ -128,7 +129,7 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
 
     sink_transforms(wf, coreg, None, xfm_path, "boldref", target, "affine", "coreg")
     sink(wf, dseg, dseg_out, dpath("dseg", desc="cerebellum"),
-         metadata=cerebellum_metadata(config.cerebellum, anchor["space"], "the super-resolved BOLD reference"),
+         metadata=cerebellum_metadata(config.cerebellum, anchor, "the super-resolved BOLD reference"),
          name="ds_dseg")
     if cnn is not None:
         wf.connect([(cnn, qc, [("tissue_file", "tissue_file")]), (atlas_dseg, qc, [("out_file", "atlas_file")]),
@@ -201,9 +202,9 @@ def _add_template_space(wf, config, tpl, i, bold, boldref, hmc, sr, chain, merge
                     (pick, figs, [("out", "template_mask_file")])])
 
 
-def cerebellum_metadata(route, space, image) -> dict:
+def cerebellum_metadata(route, anchor, image) -> dict:
     """Sidecar of a cerebellar lobule dseg made by ``route`` (``--cerebellum``)."""
-    meta = {"Atlas": "AAL (cerebellar regions)", "Template": space}
+    meta = {"Atlas": anchor.get("atlas_name", "AAL (cerebellar regions)"), "Template": anchor["space"]}
     if route == "cnn":
         meta["Method"] = (f"cerebellum segmented on {image} by the packaged 3-D U-Net; each of its voxels "
                           "takes the nearest atlas lobule pulled through the inverse of the normalisation")
