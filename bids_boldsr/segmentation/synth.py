@@ -150,8 +150,9 @@ def acquire(image, spacing, res, gen, noise_max=0.06):
 
 
 def signal_dropout(image, spacing, gen, p=0.25):
-    """EPI-like susceptibility dropout: a smooth Gaussian hole (radius 8-25 mm, 40-95 % signal loss)."""
-    if torch.rand((), generator=gen) >= p:
+    """EPI-like susceptibility dropout: a smooth Gaussian hole (radius 8-25 mm, 40-95 % signal loss).
+    ``p=0`` draws nothing from ``gen`` (the sample stream of a recipe without dropout is unchanged)."""
+    if not p or torch.rand((), generator=gen) >= p:
         return image
     shape = torch.tensor(image.shape, dtype=torch.float32)
     centre = torch.rand(3, generator=gen) * shape
@@ -183,33 +184,33 @@ def _soft_target(classes, factor, n_classes):
 
 
 def synth_crop(lm: LabelMap, gen, shape=(128, 96, 96), work_mm=2.0, shift_mm=16.0, contrast=None,
-               bold_like=None, skull_strip_p=0.3):
+               bold_like=None, skull_strip_p=0.3, dropout_p=0.25, cut_p=0.3):
     """One training pair for the segmenter: image (1, *shape/2) at ``work_mm`` and soft targets
     (N_CLASSES, *shape/2), built at 1 mm around the cerebellum with a random offset."""
     centre = lm.cerebellum + _uniform(gen, -shift_mm, shift_mm, (3,))
     compact = sample_geometry(lm, centre, shape, 1.0, gen)
     return _synth_from_compact(compact, gen, 1.0, work_mm, COMPACT_TO_TARGET, N_CLASSES,
-                               contrast, bold_like, skull_strip_p)
+                               contrast, bold_like, skull_strip_p, dropout_p, cut_p)
 
 
 def synth_head(lm: LabelMap, gen, shape=(128, 128, 128), spacing=2.0, work_mm=4.0, shift_mm=25.0,
-               contrast=None, skull_strip_p=0.3):
+               contrast=None, skull_strip_p=0.3, dropout_p=0.25, cut_p=0.3):
     """One training pair for the locator: the whole head at ``work_mm``, target = cerebellum."""
     centre = lm.brain + _uniform(gen, -shift_mm, shift_mm, (3,))
     compact = sample_geometry(lm, centre, shape, spacing, gen)
     return _synth_from_compact(compact, gen, spacing, work_mm, (COMPACT_TO_TARGET > 0).long(), 2,
-                               contrast, None, skull_strip_p)
+                               contrast, None, skull_strip_p, dropout_p, cut_p)
 
 
 def _synth_from_compact(compact, gen, spacing, work_mm, to_target, n_classes, contrast, bold_like,
-                        skull_strip_p):
+                        skull_strip_p, dropout_p=0.25, cut_p=0.3):
     if torch.rand((), generator=gen) < skull_strip_p:
         compact = torch.where(BRAIN[compact], compact, torch.zeros_like(compact))
-    image = signal_dropout(sample_intensities(compact, gen, contrast), spacing, gen)
+    image = signal_dropout(sample_intensities(compact, gen, contrast), spacing, gen, dropout_p)
     lr, lr_zooms = acquire(image, spacing, sample_resolution(gen, spacing, bold_like), gen)
     factor = int(round(work_mm / spacing))
     work_shape = [n // factor for n in compact.shape]
     image = to_working(lr, lr_zooms, work_mm, work_shape)
     target = _soft_target(to_target[compact], factor, n_classes)
-    image, target = _finish(image, target, gen)
+    image, target = _finish(image, target, gen, cut_p)
     return image[None], target

@@ -51,18 +51,19 @@ def train_step(net, opt, image, target, dice_weight=0.0):
 class Samples(torch.utils.data.Dataset):
     """Sample ``i``: a segmenter crop, plus a locator head every ``locator_every`` steps."""
 
-    def __init__(self, maps, seed, steps, locator_every):
+    def __init__(self, maps, seed, steps, locator_every, synth_options=None):
         self.maps, self.seed, self.steps, self.locator_every = maps, seed, steps, locator_every
+        self.options = synth_options or {}
 
     def __len__(self):
         return self.steps
 
     def __getitem__(self, i):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        crop = synth_crop(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen)
+        crop = synth_crop(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen, **self.options)
         head = None
         if i % self.locator_every == 0:
-            head = synth_head(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen)
+            head = synth_head(self.maps[int(torch.randint(len(self.maps), (), generator=gen))], gen, **self.options)
         return crop, head
 
 
@@ -78,7 +79,7 @@ def state_sha256(state: dict) -> str:
 
 def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_every=3, lr=2e-3,
           log_every=25, holdout=HOLDOUT, segmenter=None, locator=None, init=None, dice_weight=0.0,
-          calibration_crops=24, checkpoint_every=0):
+          calibration_crops=24, checkpoint_every=0, dropout_p=0.25, cut_p=0.3):
     """Train both networks, fit the decision threshold (:mod:`.calibration`) and write
     ``cerebellum_unet.pt`` + ``cerebellum_unet.json`` to ``out``.
 
@@ -106,7 +107,8 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
     # cosine decay to 5 % of lr: most of the gain comes early, the tail settles the weights
     scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
               for k, o in opts.items()}
-    loader = torch.utils.data.DataLoader(Samples(maps, seed, steps, locator_every), batch_size=None,
+    synth_options = {"dropout_p": dropout_p, "cut_p": cut_p}
+    loader = torch.utils.data.DataLoader(Samples(maps, seed, steps, locator_every, synth_options), batch_size=None,
                                          shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None)
     curve, recent = [], {"segmenter": [], "locator": []}
     for step, (crop, head) in enumerate(loader):
@@ -139,6 +141,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
         "training_data": [p.name for p in files], "held_out": list(holdout),
         "source": "BBillot/SynthSeg data/training_label_maps (Apache-2.0)",
         "steps": steps, "seed": seed, "threads": threads, "lr": lr, "locator_every": locator_every,
+        "synthesis": synth_options,
         "loss": "soft cross-entropy" + (f" + {dice_weight} x soft Dice" if dice_weight else ""),
         "threshold": threshold, "calibration": {"crops": calibration_crops, "dice_by_threshold": calibration},
         "segmenter": seg_cfg, "locator": loc_cfg, "seconds": round(time.time() - start, 1),
@@ -177,11 +180,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dice-weight", type=float, default=0.0, help="add this x soft Dice to the cross-entropy")
     ap.add_argument("--calibration-crops", type=int, default=24, help="validation crops for the threshold")
     ap.add_argument("--checkpoint-every", type=int, default=0, help="write intermediate checkpoints")
+    ap.add_argument("--dropout-p", type=float, default=0.25, help="share of samples with EPI-like signal dropout")
+    ap.add_argument("--cut-p", type=float, default=0.3, help="share of samples with a slab cut")
     args = ap.parse_args(argv)
     record = train(args.labelmaps, args.out, args.steps, args.seed, args.threads, args.workers,
                    locator_every=args.locator_every, lr=args.lr, holdout=tuple(args.holdout),
                    init=args.init, dice_weight=args.dice_weight, calibration_crops=args.calibration_crops,
-                   checkpoint_every=args.checkpoint_every)
+                   checkpoint_every=args.checkpoint_every, dropout_p=args.dropout_p, cut_p=args.cut_p)
     print(json.dumps({k: record[k] for k in ("weights_sha256", "steps", "seed", "threshold", "seconds")}))
     return 0
 
