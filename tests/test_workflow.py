@@ -72,7 +72,8 @@ def test_graph_with_t1w(tmp_path, template_cache):
     # kept inside it, and that is what the time series, QC, figure and dseg sink read
     cnn = nodes[f"{run}.cerebellum_cnn"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(cnn, data=True) for c in data["connect"]}
-    assert feeds == {("sr_boldref", ("out_file", "in_file")), ("cerebellum_dseg", ("out_file", "atlas_file"))}
+    assert feeds == {("sr_boldref", ("out_file", "in_file")), ("cerebellum_dseg", ("out_file", "atlas_file")),
+                     ("inputnode", ("atlas_file", "template_atlas")), ("template_chain", ("out", "xfm_files"))}
     for reader, field in (("cerebellum_summaries", "dseg_file"), ("qc", "dseg_file"), ("figures", "dseg_file"),
                           ("ds_dseg", "in_file")):
         feeds = {(u.name, c) for u, v, data in graph.in_edges(nodes[f"{run}.{reader}"], data=True)

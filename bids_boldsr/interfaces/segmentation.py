@@ -73,6 +73,8 @@ class LabelSummaries(SimpleInterface):
 class _SegmentCerebellumInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to segment (T1w, BOLD reference; 4-D: mean)")
     atlas_file = File(exists=True, desc="atlas lobules on the same grid (from ResampleLabels)")
+    template_atlas = File(exists=True, desc="the atlas on its template grid (with xfm_files: priors)")
+    xfm_files = InputMultiObject(File(exists=True), desc="pull chain template -> image")
     device = traits.Str("cpu", usedefault=True)
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
 
@@ -95,12 +97,17 @@ class SegmentCerebellum(SimpleInterface):
 
         import numpy as np
 
-        from ..segmentation.cnn import segment_cerebellum
+        from ..registration.io import load_chain
+        from ..segmentation.cnn import atlas_prior, segment_cerebellum
         from ..segmentation.labels import dseg_tsv
         from ..segmentation.lobules import lobules_in_mask
 
         image = nib.load(self.inputs.in_file)
-        tissue = segment_cerebellum(image, device=self.inputs.device)
+        centre = prior = None
+        if self.inputs.atlas_file and self.inputs.template_atlas and self.inputs.xfm_files:
+            centre, prior = atlas_prior(nib.load(self.inputs.template_atlas), nib.load(self.inputs.atlas_file),
+                                        load_chain(self.inputs.xfm_files))
+        tissue = segment_cerebellum(image, device=self.inputs.device, centre=centre, prior=prior)
         self._results["tissue_file"] = save_img(tissue, runtime.cwd, "tissue_dseg.nii.gz")
         lut = Path(runtime.cwd) / "tissue_dseg.tsv"
         lut.write_text(dseg_tsv())

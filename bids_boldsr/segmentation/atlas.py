@@ -39,30 +39,51 @@ def hemisphere_labels(atlas: nib.Nifti1Image, names) -> nib.Nifti1Image:
     return nib.Nifti1Image(out, atlas.affine)
 
 
-def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None,
-                nonlinear=False) -> nib.Nifti1Image:
-    """Cerebellum by registration: affine of ``image`` to the embedded MNI152NLin2009aSym template
-    (two-stage, brain-masked, mutual information), with ``nonlinear`` followed by the
-    diffeomorphic SVF stage of the workflow, AAL cerebellar labels pulled back onto the
-    image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
+def normalise(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None, nonlinear=False):
+    """(forward pull chain template -> image, inverse chain image -> template, template AAL atlas):
+    affine of ``image`` to the embedded MNI152NLin2009aSym template (two-stage, brain-masked,
+    mutual information), with ``nonlinear`` followed by the workflow's diffeomorphic SVF stage."""
     from .. import templates as tpl
     from ..registration.linear import register_to_template
 
-    image = nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32).squeeze()
-                            if image.ndim == 3 else np.asarray(image.dataobj, np.float32).mean(axis=3),
-                            image.affine)
     get = lambda **q: tpl.embedded_image(1, cache_dir, **q)  # noqa: E731
     template, mask = get(suffix="T1w"), get(desc="brain", suffix="mask")
     atlas = get(atlas="AAL", desc="cerebellum", suffix="dseg")
     matrix = register_to_template(image, template, mask, dof=12, device=device, sloppy=sloppy)
-    chain = [np.linalg.inv(matrix)]
-    if nonlinear:
-        from ..registration.linear import brain_mask_from_template
-        from ..registration.svf import register_diffeomorphic
+    if not nonlinear:
+        return [matrix], [np.linalg.inv(matrix)], atlas
+    from ..registration.linear import brain_mask_from_template
+    from ..registration.svf import register_diffeomorphic
 
-        result = register_diffeomorphic(image, template, matrix, fixed_mask=mask, device=device,
-                                        moving_mask=brain_mask_from_template(image, mask, matrix),
-                                        sloppy=sloppy)
-        chain = result.inverse_chain
+    result = register_diffeomorphic(image, template, matrix, fixed_mask=mask, device=device,
+                                    moving_mask=brain_mask_from_template(image, mask, matrix), sloppy=sloppy)
+    return result.chain, result.inverse_chain, atlas
+
+
+def _mean_3d(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    return nib.Nifti1Image(data.mean(axis=3) if data.ndim == 4 else data.reshape(data.shape[:3]), image.affine)
+
+
+def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None,
+                nonlinear=False) -> nib.Nifti1Image:
+    """Cerebellum by registration (:func:`normalise`): AAL cerebellar labels pulled back onto the
+    image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
+    from .. import templates as tpl
+
+    image = _mean_3d(image)
+    _, inverse, atlas = normalise(image, device, sloppy, cache_dir, nonlinear)
     hemis = hemisphere_labels(atlas, tpl.aal_cerebellum_names())
-    return labels_to_grid(hemis, image.shape[:3], image.affine, chain)
+    return labels_to_grid(hemis, image.shape[:3], image.affine, inverse)
+
+
+def cnn_with_atlas_prior(image: nib.Nifti1Image, device="cpu", weights=None, sloppy=False,
+                         cache_dir=None) -> nib.Nifti1Image:
+    """The CNN centred and bounded by the AAL cerebellum through an affine normalisation (what the
+    workflow does for a run, with its own chain): ``cnn.atlas_prior``."""
+    from .cnn import atlas_prior, segment_cerebellum
+
+    mean = _mean_3d(image)
+    forward, inverse, atlas = normalise(mean, device, sloppy, cache_dir)
+    centre, prior = atlas_prior(atlas, labels_to_grid(atlas, mean.shape, mean.affine, inverse), forward)
+    return segment_cerebellum(image, device=device, weights=weights, centre=centre, prior=prior)

@@ -121,14 +121,15 @@ def _windows(shape, window, stride):
 
 
 def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True, threshold=0.5,
-                          window=WINDOW, stride=8) -> torch.Tensor:
+                          window=WINDOW, stride=8, allowed=None) -> torch.Tensor:
     """Class probabilities on the 2 mm box, averaged over windows of the training crop size.
 
     Each window is intensity-normalised on its own and seen at the size the network was trained
     on: instance normalisation makes the output depend on how much context the input holds (on a
     box 1.7x the training crop the old weights over-segmented by 1-2 mm; docs/benchmarks-segmentation.md).
     ``flip`` averages with the left-right mirrored pass (left and right classes swapped back);
-    islands outside the largest blob of cerebellum (``1 - p(background) > threshold``) are dropped."""
+    islands outside the largest blob of cerebellum (``1 - p(background) > threshold``) are dropped,
+    after voxels outside ``allowed`` (boolean, box grid; an anatomical prior) are set to background."""
     window = tuple(min(w, n) for w, n in zip(window, vol.shape))
     prob = torch.zeros((segmenter.head.out_channels, *vol.shape))
     count = torch.zeros(vol.shape)
@@ -142,23 +143,38 @@ def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True,
         prob[(slice(None), *box)] += p
         count[box] += 1
     prob /= count
+    if allowed is not None:
+        prob[1:] *= allowed
+        prob[0] = torch.where(allowed, prob[0], torch.ones(()))
     keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > threshold))
     prob[1:] *= keep
     prob[0] = torch.where(keep, prob[0], torch.ones(()))
     return prob
 
 
-def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=True) -> nib.Nifti1Image:
+def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=True, centre=None,
+                       prior=None) -> nib.Nifti1Image:
     """Cerebellum labels (:data:`.labels.LABELS` indices, uint8) on the grid of ``image``.
 
     Any orientation, voxel size and contrast; a 4-D image is segmented on its temporal mean.
+    Anatomical priors from a normalisation, when there is one (:func:`atlas_prior`): ``centre``
+    (world mm) replaces the locator, and labels are only allowed where ``prior`` (boolean, image
+    grid) is true. They matter where the field of view clips the cerebellum: a BOLD slab that
+    ends mid-cerebellum left the locator centred on the occipital lobe (ds-xa30).
     """
     locator, segmenter = load_models(weights, device)
     data, affine = _as_3d(image), image.affine
-    grid = world_grid(locate(locator, data, affine, device), FINE_SHAPE, SEGMENTER["work_mm"])
+    if centre is None:
+        centre = locate(locator, data, affine, device)
+    grid = world_grid(centre, FINE_SHAPE, SEGMENTER["work_mm"])
     vol = resample(data, affine, grid, FINE_SHAPE, SEGMENTER["work_mm"])  # normalised per window
+    allowed = None
+    if prior is not None:
+        on_box = sample_at(torch.from_numpy(np.asarray(prior, np.float32))[None], np.linalg.inv(affine) @ grid,
+                           FINE_SHAPE, 0.0)[0]
+        allowed = on_box > 0.5
     threshold = getattr(segmenter, "threshold", 0.5)
-    prob = segment_probabilities(segmenter, vol, device, flip, threshold)
+    prob = segment_probabilities(segmenter, vol, device, flip, threshold, allowed=allowed)
     # back to the input grid, only inside the box (the rest is background)
     box = nib.affines.apply_affine(np.linalg.inv(affine) @ grid, _corners(FINE_SHAPE))
     lo = np.clip(np.floor(box.min(0)).astype(int), 0, data.shape)
@@ -171,6 +187,29 @@ def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=
         cerebellum = fine[1:].sum(0) > threshold  # (zero outside the box, unlike 1 - p(background))
         fine_labels = torch.where(cerebellum, fine[1:].argmax(0) + 1, torch.zeros((), dtype=torch.long))
         labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = fine_labels.numpy().astype(np.uint8)
+    if prior is not None:
+        labels[~np.asarray(prior, bool)] = 0
     out = nib.Nifti1Image(labels, affine)
     out.header.set_xyzt_units("mm")
     return out
+
+
+def atlas_prior(template_atlas: nib.Nifti1Image, atlas_on_grid: nib.Nifti1Image, pull_chain, margin_mm=15.0):
+    """(centre, prior) for :func:`segment_cerebellum` from a cerebellar atlas and a normalisation.
+
+    ``pull_chain`` maps template points to image points (the chain that resamples the image onto
+    the template): the atlas cerebellum's centroid goes through it, so the centre stays right when
+    the field of view clips the cerebellum. ``atlas_on_grid``: the atlas already pulled onto the
+    image grid (through the inverse chain); the prior is its cerebellum dilated by ``margin_mm``.
+    AAL's cerebellum is larger than the real one, so the margin only absorbs normalisation error."""
+    from scipy import ndimage
+
+    from ..registration.resample import map_points
+
+    labels = np.asarray(template_atlas.dataobj) > 0
+    centroid = nib.affines.apply_affine(template_atlas.affine, np.argwhere(labels).mean(0))
+    centre = map_points(centroid[None], pull_chain)[0]
+    on_grid = np.asarray(atlas_on_grid.dataobj) > 0
+    zooms = np.sqrt((atlas_on_grid.affine[:3, :3] ** 2).sum(0))
+    prior = ndimage.distance_transform_edt(~on_grid, sampling=zooms) <= margin_mm if on_grid.any() else None
+    return centre, prior

@@ -43,7 +43,7 @@ def init_single_subject_wf(config, subject, data, templates, anchor, device, con
     if has_t1w:
         t1w_reg, forward, inverse, stats = _t1w_to_template(wf, config, subject, data["t1w"], anchor,
                                                             device)
-        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, inverse, device, atlas)
+        _t1w_cerebellum(wf, config, subject, data["t1w"], anchor, (forward, inverse), device, atlas)
 
     train = None
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
@@ -123,13 +123,14 @@ def _t1w_to_template(wf, config, subject, t1w, anchor, device):
             (nonlinear, "stats_file"))
 
 
-def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device, atlas_src):
+def _t1w_cerebellum(wf, config, subject, t1w, anchor, chains, device, atlas_src):
     """Cerebellar labels on the T1w grid: atlas through the inverse normalisation, kept (default)
     inside the cerebellum the CNN finds on the T1w; the lookup tables and per-label volumes."""
     from ..bids import derivative_path
     from ..interfaces.segmentation import LabelSummaries, ResampleLabels, SegmentCerebellum
     from .bold import cerebellum_metadata, sink_static, sink_tissue
 
+    forward, inverse = chains
     atlas = pe.Node(ResampleLabels(ref_file=str(t1w)), name="t1w_cerebellum_dseg")
     wf.connect([(inverse[0], atlas, [(inverse[1], "xfm_files")]), (atlas_src[0], atlas, [(atlas_src[1], "in_file")])])
     dseg, dseg_out = atlas, "out_file"
@@ -141,7 +142,8 @@ def _t1w_cerebellum(wf, config, subject, t1w, anchor, inverse, device, atlas_src
     if config.cerebellum == "cnn":
         cnn = pe.Node(SegmentCerebellum(in_file=str(t1w), device=device, use_gpu=device == "cuda"),
                       name="t1w_cerebellum_cnn", mem_gb=3.0)
-        wf.connect([(atlas, cnn, [("out_file", "atlas_file")])])
+        wf.connect([(atlas, cnn, [("out_file", "atlas_file")]), (atlas_src[0], cnn, [(atlas_src[1], "template_atlas")]),
+                    (forward[0], cnn, [(forward[1], "xfm_files")])])
         dseg, dseg_out = cnn, "lobules_file"
         sink_tissue(wf, cnn, lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), "t1w_")
     volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")

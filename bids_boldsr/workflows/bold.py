@@ -96,7 +96,9 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     if config.cerebellum == "cnn":
         cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name="cerebellum_cnn",
                       mem_gb=2.0)
-        wf.connect([(sr_ref, cnn, [("out_file", "in_file")]), (atlas_dseg, cnn, [("out_file", "atlas_file")])])
+        # the atlas and the normalisation also give the CNN its centre and a prior (clipped slabs)
+        wf.connect([(sr_ref, cnn, [("out_file", "in_file")]), (atlas_dseg, cnn, [("out_file", "atlas_file")]),
+                    (inputnode, cnn, [("atlas_file", "template_atlas")]), (chain, cnn, [("out", "xfm_files")])])
         dseg, dseg_out = cnn, "lobules_file"
 
     qc = pe.Node(RunQC(bold_file=str(bold), info={"run": run_name(ents), "subject": ents["sub"],
