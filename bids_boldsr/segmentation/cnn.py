@@ -1,8 +1,9 @@
 """Learned cerebellum segmentation: two small plain-torch 3-D U-Nets.
 
 1. the *locator* sees the whole field of view at 4 mm and marks the cerebellum (2 classes);
-2. the *segmenter* sees a 160 x 128 x 128 mm box at 2 mm around it and labels left/right
-   cortex and white matter (:mod:`.labels`).
+   with a normalisation the atlas gives the centre instead (:func:`atlas_prior`);
+2. the *segmenter* sees a 160 x 128 x 128 mm box at 2 mm around it, in windows of its training
+   crop size, and labels left/right cortex and white matter (:mod:`.labels`).
 Both were trained on synthetic images only (:mod:`.train`), so any contrast works (T1w, EPI).
 """
 import itertools
@@ -202,8 +203,6 @@ def atlas_prior(template_atlas: nib.Nifti1Image, atlas_on_grid: nib.Nifti1Image,
     the field of view clips the cerebellum. ``atlas_on_grid``: the atlas already pulled onto the
     image grid (through the inverse chain); the prior is its cerebellum dilated by ``margin_mm``.
     AAL's cerebellum is larger than the real one, so the margin only absorbs normalisation error."""
-    from scipy import ndimage
-
     from ..registration.resample import map_points
 
     labels = np.asarray(template_atlas.dataobj) > 0

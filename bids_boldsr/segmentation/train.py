@@ -1,10 +1,13 @@
 """Train the cerebellum locator + segmenter on images synthesised from label maps (CPU, seeded).
 
+The shipped weights (``bids_boldsr/data/segmentation/cerebellum_unet.pt``) come from one command:
+
     python -m bids_boldsr.segmentation.train --labelmaps ../shared/data/labelmaps \
-        --out bids_boldsr/data/segmentation --steps 1500 --seed 0
+        --out bids_boldsr/data/segmentation --steps 3000 --seed 0
 
 Label maps 13 and 14 are held back for evaluation (``--holdout``). Sample ``i`` is drawn from a
 generator seeded with (seed, i), so a run is reproducible whatever the data-loader process does.
+After training the decision threshold is fitted on seeded validation crops (:mod:`.calibration`).
 """
 import argparse
 import hashlib
