@@ -139,10 +139,12 @@ def test_learned_cerebellum_outputs(xa30_run):
     lut = pd.read_csv(func / "sub-01_task-fa_run-1_desc-cerebellumtissue_dseg.tsv", sep="\t")
     assert list(lut["index"]) == [1, 2, 3, 4] and list(lut.columns) == ["index", "name", "abbreviation", "color"]
     qc = pd.read_csv(out / "sub-01/sub-01_qc.tsv", sep="\t")
-    assert 90 < qc.loc[0, "cerebellum_volume_ml"] < 200  # an adult cerebellum: ~110-160 ml
-    assert qc.loc[0, "cerebellum_atlas_dice"] > 0.6
+    # the slab starts mid-cerebellum: 68 ml inside it (the T1w holds 146 ml), 0.33 overlap with the
+    # larger AAL cerebellum (docs/benchmarks-segmentation.md)
+    assert 40 < qc.loc[0, "cerebellum_volume_ml"] < 120
+    assert qc.loc[0, "cerebellum_atlas_dice"] > 0.2 and qc.loc[0, "cerebellum_atlas_volume_ratio"] < 1
     t1w = nib.load(anat / "sub-01_desc-cerebellumtissue_dseg.nii.gz")
     ml = (np.asarray(t1w.dataobj) > 0).sum() * np.prod(t1w.header.get_zooms()[:3]) / 1000
-    assert t1w.shape == nib.load(shared("ds-xa30") / "sub-01/anat/sub-01_T1w.nii.gz").shape and 90 < ml < 200
+    assert t1w.shape == nib.load(shared("ds-xa30") / "sub-01/anat/sub-01_T1w.nii.gz").shape and 110 < ml < 180
     vols = pd.read_csv(anat / "sub-01_desc-cerebellumtissue_morph.tsv", sep="\t")
     assert list(vols["name"])[:2] == ["Left-Cerebellum-Cortex", "Left-Cerebellum-White-Matter"]
