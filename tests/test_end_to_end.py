@@ -142,7 +142,7 @@ def test_learned_cerebellum_outputs(xa30_run):
     # the slab starts mid-cerebellum: 68 ml inside it (the T1w holds 146 ml), 0.33 overlap with the
     # larger AAL cerebellum (docs/benchmarks-segmentation.md)
     assert 40 < qc.loc[0, "cerebellum_volume_ml"] < 120
-    assert qc.loc[0, "cerebellum_atlas_dice"] > 0.2 and qc.loc[0, "cerebellum_atlas_volume_ratio"] < 1
+    assert qc.loc[0, "cerebellum_atlas_dice"] > 0.2 and 0.4 < qc.loc[0, "cerebellum_atlas_volume_ratio"] < 1.5
     t1w = nib.load(anat / "sub-01_desc-cerebellumtissue_dseg.nii.gz")
     ml = (np.asarray(t1w.dataobj) > 0).sum() * np.prod(t1w.header.get_zooms()[:3]) / 1000
     assert t1w.shape == nib.load(shared("ds-xa30") / "sub-01/anat/sub-01_T1w.nii.gz").shape and 110 < ml < 180

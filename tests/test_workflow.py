@@ -135,6 +135,7 @@ def test_graph_suit_atlas(tmp_path, template_cache, monkeypatch):
     readers = {(v.fullname.split(".", 1)[1], c) for _, v, data in graph.out_edges(suit, data=True)
                for c in data["connect"]}
     assert readers == {("sub_01_wf.t1w_cerebellum_dseg", ("out_file", "in_file")),
+                       ("sub_01_wf.t1w_cerebellum_cnn", ("out_file", "template_atlas")),
                        ("sub_01_wf.bold_sub_01_task_rest_wf.inputnode", ("out_file", "atlas_file"))}
     atlas = nodes["sub_01_wf.bold_sub_01_task_rest_wf.cerebellum_dseg"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(atlas, data=True) for c in data["connect"]}
