@@ -35,8 +35,20 @@ def methods_text(config, has_t1w: bool) -> str:
         f"(framewise displacement after Power et al., 2012). Each volume was super-resolved with "
         f"{sr} to {size}, streamed volume by volume. For spatial normalisation {reg}. Head motion, "
         f"coregistration and normalisation were composed and applied in a single interpolation "
-        f"to the super-resolved series (output spaces: {spaces}). Cerebellar lobules were labelled "
-        f"by pulling the AAL atlas (Tzourio-Mazoyer et al., 2002) cerebellar regions into native "
-        f"space through the inverse of the normalisation. The embedded template is the ICBM 2009a "
+        f"to the super-resolved series (output spaces: {spaces}). {_cerebellum(config, has_t1w)} The embedded template is the ICBM 2009a "
         f"nonlinear symmetric MNI152 template (Fonov et al., 2009, 2011)."
     )
+
+
+def _cerebellum(config, has_t1w) -> str:
+    atlas = ("the SUIT probabilistic-atlas lobules (Diedrichsen et al., 2009; TemplateFlow tpl-SUIT, brought "
+             "onto the template by a cerebellum-masked affine and diffeomorphic registration)"
+             if config.cerebellar_atlas == "SUIT" else
+             "the AAL atlas (Tzourio-Mazoyer et al., 2002) cerebellar regions")
+    text = f"Cerebellar lobules were labelled by pulling {atlas} into native space through the inverse of the normalisation."
+    if config.cerebellum == "cnn":
+        text += (" The cerebellum itself (left/right cortex and white matter) was segmented on the super-resolved "
+                 f"BOLD reference{' and on the T1w' if has_t1w else ''} by a 3-D U-Net trained on images synthesised from real label maps "
+                 "(SynthSeg-style; Billot et al., 2023), centred and bounded by the normalised atlas, and the "
+                 "lobules were kept inside it.")
+    return text

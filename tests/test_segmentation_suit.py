@@ -1,8 +1,6 @@
 """SUIT lobules through the cerebellum-masked template-to-template registration (tpl-SUIT stand-in)."""
-import json
 
 import numpy as np
-import pytest
 
 from bids_boldsr import templates
 from bids_boldsr.cli.run import main
