@@ -24,13 +24,13 @@ def validation_crops(maps, seed, n=24):
     return out
 
 
-def dice_by_threshold(segmenter, crops, thresholds=THRESHOLDS) -> dict:
+def dice_by_threshold(segmenter, crops, thresholds=THRESHOLDS, device="cpu") -> dict:
     """Mean whole-cerebellum Dice of ``crops`` at every threshold (2 mm crop grid, mirrored pass)."""
     from .cnn import segment_probabilities
 
     scores = np.zeros(len(thresholds))
     for image, target in crops:
-        prob = segment_probabilities(segmenter, image[0], threshold=min(thresholds))
+        prob = segment_probabilities(segmenter, image[0], device, threshold=min(thresholds))
         fg = prob[1:].sum(0).numpy()
         truth = target[1:].sum(0).numpy() > 0.5
         for i, t in enumerate(thresholds):
@@ -40,9 +40,9 @@ def dice_by_threshold(segmenter, crops, thresholds=THRESHOLDS) -> dict:
     return {float(t): round(float(s / len(crops)), 4) for t, s in zip(thresholds, scores)}
 
 
-def fit_threshold(segmenter, maps, seed, n=24) -> tuple[float, dict]:
+def fit_threshold(segmenter, maps, seed, n=24, device="cpu") -> tuple[float, dict]:
     """(best threshold, Dice per threshold) on validation crops from the training maps."""
     segmenter.eval()
     with torch.no_grad():
-        curve = dice_by_threshold(segmenter, validation_crops(maps, seed, n))
+        curve = dice_by_threshold(segmenter, validation_crops(maps, seed, n), device=device)
     return max(curve, key=curve.get), curve

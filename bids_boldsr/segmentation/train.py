@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -82,15 +83,21 @@ def state_sha256(state: dict) -> str:
 
 def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_every=3, lr=2e-3,
           log_every=25, holdout=HOLDOUT, segmenter=None, locator=None, init=None, dice_weight=0.0,
-          calibration_crops=24, checkpoint_every=0, dropout_p=0.25, cut_p=0.3):
+          calibration_crops=24, checkpoint_every=0, dropout_p=0.25, cut_p=0.3, device="cpu"):
     """Train both networks, fit the decision threshold (:mod:`.calibration`) and write
     ``cerebellum_unet.pt`` + ``cerebellum_unet.json`` to ``out``.
 
     ``init``: a checkpoint to continue from (its record is kept under ``"init"``);
-    ``checkpoint_every``: also write ``cerebellum_unet.stepN.pt`` every N steps (to inspect a run)."""
+    ``checkpoint_every``: also write ``cerebellum_unet.stepN.pt`` every N steps (to inspect a run);
+    ``device``: "cuda" trains the networks on the GPU (synthesis stays on the CPU workers); its weights
+    differ from a CPU run's, so the record names the device."""
     start = time.time()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    if device == "cuda":  # cuDNN/cuBLAS: deterministic where they can be, warn where they cannot
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True)
     files = sorted(p for p in Path(labelmaps).glob("training_seg_*.nii*")
                    if not any(p.name.startswith(f"training_seg_{h}.") for h in holdout))
     if not files:
@@ -98,7 +105,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
     maps = [load_label_map(p) for p in files]
     seg_cfg, loc_cfg = dict(segmenter or SEGMENTER), dict(locator or LOCATOR)
     torch.manual_seed(seed)
-    nets = {"segmenter": UNet3D(**seg_cfg), "locator": UNet3D(**loc_cfg)}
+    nets = {"segmenter": UNet3D(**seg_cfg), "locator": UNet3D(**loc_cfg)}  # seeded on the CPU
     previous = None
     if init:
         checkpoint = torch.load(init, map_location="cpu", weights_only=True)
@@ -106,6 +113,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
             net.load_state_dict(checkpoint[key])
         record_path = Path(init).with_suffix(".json")
         previous = json.loads(record_path.read_text()) if record_path.exists() else {"weights": str(init)}
+    nets = {k: n.to(device) for k, n in nets.items()}
     opts = {k: torch.optim.Adam(n.parameters(), lr=lr) for k, n in nets.items()}
     # cosine decay to 5 % of lr: most of the gain comes early, the tail settles the weights
     scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -117,8 +125,8 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
     for step, (crop, head) in enumerate(loader):
         for key, sample in (("segmenter", crop), ("locator", head)):
             if sample is not None:
-                recent[key].append(train_step(nets[key], opts[key], sample[0][None], sample[1][None],
-                                              dice_weight))
+                recent[key].append(train_step(nets[key], opts[key], sample[0][None].to(device),
+                                              sample[1][None].to(device), dice_weight))
             scheds[key].step()
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             _save(nets, seg_cfg, loc_cfg, Path(out) / f"cerebellum_unet.step{step + 1}.pt")
@@ -134,7 +142,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
         state.update({f"{key}.{k}": v for k, v in net.state_dict().items()})
     from .calibration import fit_threshold
 
-    threshold, calibration = fit_threshold(nets["segmenter"], maps, seed, calibration_crops)
+    threshold, calibration = fit_threshold(nets["segmenter"], maps, seed, calibration_crops, device)
     out = Path(out)
     _save(nets, seg_cfg, loc_cfg, out / "cerebellum_unet.pt", threshold)
     record = {
@@ -143,7 +151,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
         "file_sha256": hashlib.sha256((out / "cerebellum_unet.pt").read_bytes()).hexdigest(),
         "training_data": [p.name for p in files], "held_out": list(holdout),
         "source": "BBillot/SynthSeg data/training_label_maps (Apache-2.0)",
-        "steps": steps, "seed": seed, "threads": threads, "lr": lr, "locator_every": locator_every,
+        "steps": steps, "seed": seed, "device": device, "threads": threads, "lr": lr, "locator_every": locator_every,
         "synthesis": synth_options,
         "loss": "soft cross-entropy" + (f" + {dice_weight} x soft Dice" if dice_weight else ""),
         "threshold": threshold, "calibration": {"crops": calibration_crops, "dice_by_threshold": calibration},
@@ -158,7 +166,8 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
 
 
 def _save(nets, seg_cfg, loc_cfg, path, threshold=0.5):
-    checkpoint = {"segmenter": nets["segmenter"].state_dict(), "locator": nets["locator"].state_dict(),
+    cpu = {k: {name: v.cpu() for name, v in n.state_dict().items()} for k, n in nets.items()}
+    checkpoint = {"segmenter": cpu["segmenter"], "locator": cpu["locator"],
                   "segmenter_config": json.dumps(seg_cfg), "locator_config": json.dumps(loc_cfg),
                   "threshold": float(threshold)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the networks")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: train on the GPU (faster; weights differ from the CPU recipe's)")
     ap.add_argument("--workers", type=int, default=1, help="synthesis processes (0: in-process)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--init", help="continue from this checkpoint (e.g. more steps, another seed)")
@@ -189,7 +200,8 @@ def main(argv=None) -> int:
     record = train(args.labelmaps, args.out, args.steps, args.seed, args.threads, args.workers,
                    locator_every=args.locator_every, lr=args.lr, holdout=tuple(args.holdout),
                    init=args.init, dice_weight=args.dice_weight, calibration_crops=args.calibration_crops,
-                   checkpoint_every=args.checkpoint_every, dropout_p=args.dropout_p, cut_p=args.cut_p)
+                   checkpoint_every=args.checkpoint_every, dropout_p=args.dropout_p, cut_p=args.cut_p,
+                   device=args.device)
     print(json.dumps({k: record[k] for k in ("weights_sha256", "steps", "seed", "threshold", "seconds")}))
     return 0
 
