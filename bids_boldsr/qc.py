@@ -66,8 +66,8 @@ def run_metrics(bold_img, sr_img, mask_img, confounds=None) -> dict:
 
 def cerebellum_metrics(tissue, atlas=None) -> dict:
     """Volumes of the learned cerebellum (ml) and, with the atlas cerebellum on the same grid, their
-    agreement: a Dice far below the atlas route's usual ~0.75 or a volume ratio far from ~0.8
-    (AAL's cerebellum is ~1.2x too large) flags a failed segmentation or normalisation."""
+    agreement (Dice, volume ratio): values near 0 flag a failed segmentation or normalisation
+    (measured 0.61 / 0.93 on ds-forrest, 0.33 / 0.66 on the clipped ds-xa30 slab)."""
     from .segmentation.labels import CORTEX, WHITE_MATTER
 
     labels = np.asarray(tissue.dataobj)
