@@ -119,7 +119,7 @@ def suit_files(cache_dir) -> dict:
         if (user_home() / "tpl-SUIT").is_dir():
             hits = _existing(_client(user_home()).ls("SUIT", **query))
         if len(hits) > 1:
-            hits = [h for h in hits if "_res-1_" in h.name or "_res-01_" in h.name] or hits[:0]
+            hits = [h for h in hits if "_res-1_" in h.name or "_res-01_" in h.name]
         if len(hits) == 1:
             return hits[0]
         return get_template_file("SUIT", cache_dir, **query)  # downloads when online, else a clear error

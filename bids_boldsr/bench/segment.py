@@ -66,9 +66,9 @@ def t1w_reference(image, t1w, device="cpu", weights=None) -> np.ndarray:
     from ..registration.linear import register_linear
     from ..segmentation.atlas import labels_to_grid
     from ..segmentation.cnn import segment_cerebellum
+    from ..segmentation.grids import as_3d
 
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    ref = nib.Nifti1Image(data.mean(-1) if data.ndim == 4 else data, image.affine)
+    ref = nib.Nifti1Image(as_3d(image), image.affine)
     pull = register_linear(ref, t1w, dof=6, cost="mi", device=device)  # T1w points -> image points
     labels = segment_cerebellum(t1w, device=device, weights=weights)
     return np.asarray(labels_to_grid(labels, ref.shape, ref.affine, [np.linalg.inv(pull)]).dataobj)

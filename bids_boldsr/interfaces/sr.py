@@ -1,8 +1,8 @@
 """Super-resolution interface; a GPU node (``use_gpu``) so MultiProc honours --n-gpu-procs."""
+from pathlib import Path
+
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
                                     SimpleInterface, TraitedSpec, traits)
-
-from pathlib import Path
 
 from .base import save_json
 

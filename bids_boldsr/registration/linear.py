@@ -197,13 +197,14 @@ def register_linear(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, dof: int = 
     return _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, device, sloppy, seed)
 
 
-def _dilate(mask: np.ndarray, affine, mm: float) -> np.ndarray:
+def dilate_mask(mask: np.ndarray, affine, mm: float) -> np.ndarray:
+    """``mask`` grown by ``mm`` (Euclidean, in the voxel sizes of ``affine``)."""
     if mm <= 0:
         return mask
     return ndimage.distance_transform_edt(~mask, sampling=voxel_sizes(affine)) <= mm
 
 
-def _pull_mask(mask: np.ndarray, mask_aff, shape, affine, matrix) -> np.ndarray:
+def pull_mask(mask: np.ndarray, mask_aff, shape, affine, matrix) -> np.ndarray:
     """Template-space mask onto a subject grid; ``matrix`` maps template -> subject points."""
     vox = np.linalg.inv(mask_aff) @ np.linalg.inv(matrix) @ affine
     out = ndimage.affine_transform(mask.astype(np.float32), vox, output_shape=tuple(shape[:3]), order=1)
@@ -216,8 +217,8 @@ def brain_mask_from_template(t1w_img: nib.Nifti1Image, template_mask_img: nib.Ni
     the pull matrix of ``register_linear(t1w, template)`` / ``register_to_template`` (maps
     template points to T1w points). ``dilate_mm`` dilates in template space first."""
     mask = np.asanyarray(template_mask_img.dataobj) > 0
-    mask = _dilate(mask, template_mask_img.affine, dilate_mm)
-    out = _pull_mask(mask, template_mask_img.affine, t1w_img.shape, t1w_img.affine, matrix)
+    mask = dilate_mask(mask, template_mask_img.affine, dilate_mm)
+    out = pull_mask(mask, template_mask_img.affine, t1w_img.shape, t1w_img.affine, matrix)
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(np.uint8)
     return nib.Nifti1Image(out.astype(np.uint8), t1w_img.affine, hdr)
@@ -233,12 +234,12 @@ def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, templa
     """
     tmask = np.asanyarray(template_mask.dataobj) > 0
     t_aff = np.asarray(template_mask.affine, dtype=float)
-    wide = (_dilate(tmask, t_aff, 10.0), t_aff)
+    wide = (dilate_mask(tmask, t_aff, 10.0), t_aff)
     finest = _levels(template.affine, t1w.affine, sloppy)[-1]
     f_data, f_aff = _prepare(template, finest, wide)
     m_data, m_aff = _prepare(t1w, finest, None)
     args = (dof, "mi")
     m1 = _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
-    brain = (_pull_mask(_dilate(tmask, t_aff, 5.0), t_aff, m_data.shape, m_aff, m1), m_aff)
+    brain = (pull_mask(dilate_mask(tmask, t_aff, 5.0), t_aff, m_data.shape, m_aff, m1), m_aff)
     m_data = normalise(m_data, _mask_at(brain, m_data.shape, m_aff))
     return _register(f_data, f_aff, m_data, m_aff, wide, brain, *args, m1, device, sloppy, seed)

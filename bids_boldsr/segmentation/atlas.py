@@ -5,6 +5,7 @@ import nibabel as nib
 import numpy as np
 
 from ..registration.resample import resample
+from .grids import as_3d
 
 
 def labels_to_grid(labels: nib.Nifti1Image, ref_shape, ref_affine, transforms=()) -> nib.Nifti1Image:
@@ -60,18 +61,13 @@ def normalise(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None
     return result.chain, result.inverse_chain, atlas
 
 
-def _mean_3d(image: nib.Nifti1Image) -> nib.Nifti1Image:
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    return nib.Nifti1Image(data.mean(axis=3) if data.ndim == 4 else data.reshape(data.shape[:3]), image.affine)
-
-
 def atlas_route(image: nib.Nifti1Image, device="cpu", sloppy=False, cache_dir=None,
                 nonlinear=False) -> nib.Nifti1Image:
     """Cerebellum by registration (:func:`normalise`): AAL cerebellar labels pulled back onto the
     image grid (nearest neighbour). Labels: 1 left, 3 right (``labels.LABELS``)."""
     from .. import templates as tpl
 
-    image = _mean_3d(image)
+    image = nib.Nifti1Image(as_3d(image), image.affine)
     _, inverse, atlas = normalise(image, device, sloppy, cache_dir, nonlinear)
     hemis = hemisphere_labels(atlas, tpl.aal_cerebellum_names())
     return labels_to_grid(hemis, image.shape[:3], image.affine, inverse)
@@ -83,7 +79,7 @@ def cnn_with_atlas_prior(image: nib.Nifti1Image, device="cpu", weights=None, slo
     workflow does for a run, with its own chain): ``cnn.atlas_prior``."""
     from .cnn import atlas_prior, segment_cerebellum
 
-    mean = _mean_3d(image)
+    mean = nib.Nifti1Image(as_3d(image), image.affine)
     forward, inverse, atlas = normalise(mean, device, sloppy, cache_dir)
     centre, prior = atlas_prior(atlas, labels_to_grid(atlas, mean.shape, mean.affine, inverse), forward)
     return segment_cerebellum(image, device=device, weights=weights, centre=centre, prior=prior)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .grids import normalize, resample, sample_at, world_grid
+from .grids import as_3d, normalize, resample, sample_at, world_grid
 from .labels import LEFT, N_CLASSES, RIGHT
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "segmentation" / "cerebellum_unet.pt"
@@ -76,13 +76,6 @@ def _predict(net, vol: torch.Tensor, device) -> torch.Tensor:
     with torch.no_grad():
         prob = torch.softmax(net(x), 1)[0].cpu()
     return prob[:, : vol.shape[0], : vol.shape[1], : vol.shape[2]]
-
-
-def _as_3d(image: nib.Nifti1Image) -> np.ndarray:
-    data = np.asanyarray(image.dataobj, dtype=np.float32)
-    if data.ndim == 4:  # BOLD: segment the temporal mean
-        data = data.mean(-1)
-    return np.nan_to_num(data.reshape(data.shape[:3]))
 
 
 def locate(locator, data, affine, device="cpu", max_mm=320.0):
@@ -145,11 +138,14 @@ def segment_probabilities(segmenter, vol: torch.Tensor, device="cpu", flip=True,
         count[box] += 1
     prob /= count
     if allowed is not None:
-        prob[1:] *= allowed
-        prob[0] = torch.where(allowed, prob[0], torch.ones(()))
-    keep = torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > threshold))
-    prob[1:] *= keep
-    prob[0] = torch.where(keep, prob[0], torch.ones(()))
+        _background_outside(prob, allowed)
+    return _background_outside(prob, torch.from_numpy(_largest_blob((1 - prob[0]).numpy() > threshold)))
+
+
+def _background_outside(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Make every voxel outside the boolean ``mask`` certain background (in place)."""
+    prob[1:] *= mask
+    prob[0] = torch.where(mask, prob[0], torch.ones(()))
     return prob
 
 
@@ -164,7 +160,7 @@ def segment_cerebellum(image: nib.Nifti1Image, device="cpu", weights=None, flip=
     ends mid-cerebellum left the locator centred on the occipital lobe (ds-xa30).
     """
     locator, segmenter = load_models(weights, device)
-    data, affine = _as_3d(image), image.affine
+    data, affine = as_3d(image), image.affine
     if centre is None:
         centre = locate(locator, data, affine, device)
     grid = world_grid(centre, FINE_SHAPE, SEGMENTER["work_mm"])
@@ -203,12 +199,12 @@ def atlas_prior(template_atlas: nib.Nifti1Image, atlas_on_grid: nib.Nifti1Image,
     the field of view clips the cerebellum. ``atlas_on_grid``: the atlas already pulled onto the
     image grid (through the inverse chain); the prior is its cerebellum dilated by ``margin_mm``.
     AAL's cerebellum is larger than the real one, so the margin only absorbs normalisation error."""
+    from ..registration.linear import dilate_mask
     from ..registration.resample import map_points
 
     labels = np.asarray(template_atlas.dataobj) > 0
     centroid = nib.affines.apply_affine(template_atlas.affine, np.argwhere(labels).mean(0))
     centre = map_points(centroid[None], pull_chain)[0]
     on_grid = np.asarray(atlas_on_grid.dataobj) > 0
-    zooms = np.sqrt((atlas_on_grid.affine[:3, :3] ** 2).sum(0))
-    prior = ndimage.distance_transform_edt(~on_grid, sampling=zooms) <= margin_mm if on_grid.any() else None
+    prior = dilate_mask(on_grid, atlas_on_grid.affine, margin_mm) if on_grid.any() else None
     return centre, prior

@@ -49,6 +49,14 @@ def normalize(vol: torch.Tensor) -> torch.Tensor:
     return ((vol - lo) / torch.clamp(hi - lo, min=1e-6)).clamp(0, 1.5)
 
 
+def as_3d(image) -> np.ndarray:
+    """Float32 3-D data of ``image``: a 4-D series is averaged over time (NaNs -> 0)."""
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    if data.ndim == 4:
+        data = data.mean(-1)
+    return np.nan_to_num(data.reshape(data.shape[:3]))
+
+
 def world_grid(centre, shape, spacing) -> np.ndarray:
     """Affine of an axis-aligned RAS grid of ``shape`` voxels of ``spacing`` mm centred on ``centre``."""
     aff = np.diag([spacing, spacing, spacing, 1.0])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from ..registration.linear import _dilate, _pull_mask, register_to_template
+from ..registration.linear import dilate_mask, pull_mask, register_to_template
 from ..registration.resample import resample
 from ..registration.svf import register_diffeomorphic
 
 
 def cerebellar_mask(atlas: nib.Nifti1Image, margin_mm: float = 8.0) -> nib.Nifti1Image:
     """The anchor's cerebellum (any atlas label), dilated by ``margin_mm``: the registration's focus."""
-    mask = _dilate(np.asarray(atlas.dataobj) > 0, atlas.affine, margin_mm)
+    mask = dilate_mask(np.asarray(atlas.dataobj) > 0, atlas.affine, margin_mm)
     return nib.Nifti1Image(mask.astype(np.uint8), atlas.affine)
 
 
@@ -31,7 +31,7 @@ def suit_on_template(suit_t1w: nib.Nifti1Image, suit_dseg: nib.Nifti1Image, temp
     matrix = register_to_template(suit_t1w, template, mask, dof=12, device=device, sloppy=sloppy)
     # the deformable stage works only where the SUIT template has data (6 mm in from its edges):
     # its cut-off field of view would otherwise be an edge for the warp to stretch towards
-    fov = _dilate(~_pull_mask(np.ones(suit_t1w.shape[:3], bool), suit_t1w.affine, template.shape[:3],
+    fov = dilate_mask(~pull_mask(np.ones(suit_t1w.shape[:3], bool), suit_t1w.affine, template.shape[:3],
                               template.affine, matrix), template.affine, 6.0)
     focus = nib.Nifti1Image(((np.asarray(mask.dataobj) > 0) & ~fov).astype(np.uint8), template.affine)
     result = register_diffeomorphic(suit_t1w, template, matrix, fixed_mask=focus, device=device, sloppy=sloppy)

@@ -127,8 +127,8 @@ def _t1w_cerebellum(wf, config, subject, t1w, anchor, chains, device, atlas_src)
     """Cerebellar labels on the T1w grid: atlas through the inverse normalisation, kept (default)
     inside the cerebellum the CNN finds on the T1w; the lookup tables and per-label volumes."""
     from ..bids import derivative_path
-    from ..interfaces.segmentation import LabelSummaries, ResampleLabels, SegmentCerebellum
-    from .bold import cerebellum_metadata, sink_static, sink_tissue
+    from ..interfaces.segmentation import LabelSummaries, ResampleLabels
+    from .bold import cerebellum_metadata, learned_cerebellum, sink_static
 
     forward, inverse = chains
     atlas = pe.Node(ResampleLabels(ref_file=str(t1w)), name="t1w_cerebellum_dseg")
@@ -140,12 +140,10 @@ def _t1w_cerebellum(wf, config, subject, t1w, anchor, chains, device, atlas_src)
         return derivative_path(config.output_dir, ents, "anat", suffix, ext, desc=desc)
 
     if config.cerebellum == "cnn":
-        cnn = pe.Node(SegmentCerebellum(in_file=str(t1w), device=device, use_gpu=device == "cuda"),
-                      name="t1w_cerebellum_cnn", mem_gb=3.0)
-        wf.connect([(atlas, cnn, [("out_file", "atlas_file")]), (atlas_src[0], cnn, [(atlas_src[1], "template_atlas")]),
-                    (forward[0], cnn, [(forward[1], "xfm_files")])])
+        cnn = learned_cerebellum(wf, "t1w_cerebellum_cnn", device, atlas, atlas_src, forward,
+                                 lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), mem_gb=3.0)
+        cnn.inputs.in_file = str(t1w)
         dseg, dseg_out = cnn, "lobules_file"
-        sink_tissue(wf, cnn, lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), "t1w_")
     volumes = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="t1w_cerebellum_volumes")
     wf.connect([(dseg, volumes, [(dseg_out, "dseg_file")])])
     sink(wf, dseg, dseg_out, path("dseg", ".nii.gz"),

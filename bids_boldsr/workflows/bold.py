@@ -44,6 +44,10 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
                                                "template_to_t1w_xfm", "registration_file",
                                                "checkpoint", "atlas_file"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(["qc_file", "figures"]), name="outputnode")
+
+    def dpath(suffix, ext=".nii.gz", **extra):
+        return str(derivative_path(out, ents, "func", suffix, ext, **extra))
+
     bold = run.path
     src_meta = {"RepetitionTime": run.repetition_time, "TaskName": run.task_name,
                 "Sources": [f"bids:raw:{bold.relative_to(config.bids_dir)}"]}
@@ -94,11 +98,9 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     dseg, dseg_out = atlas_dseg, "out_file"
     cnn = None
     if config.cerebellum == "cnn":
-        cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name="cerebellum_cnn",
-                      mem_gb=2.0)
-        # the atlas and the normalisation also give the CNN its centre and a prior (clipped slabs)
-        wf.connect([(sr_ref, cnn, [("out_file", "in_file")]), (atlas_dseg, cnn, [("out_file", "atlas_file")]),
-                    (inputnode, cnn, [("atlas_file", "template_atlas")]), (chain, cnn, [("out", "xfm_files")])])
+        cnn = learned_cerebellum(wf, "cerebellum_cnn", device, atlas_dseg, (inputnode, "atlas_file"),
+                                 (chain, "out"), lambda suffix, ext: dpath(suffix, ext, desc="cerebellumtissue"))
+        wf.connect(sr_ref, "out_file", cnn, "in_file")
         dseg, dseg_out = cnn, "lobules_file"
 
     qc = pe.Node(RunQC(bold_file=str(bold), info={"run": run_name(ents), "subject": ents["sub"],
@@ -115,9 +117,6 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
                 (qc, outputnode, [("qc_file", "qc_file")]), (figs, outputnode, [("figures", "figures")])])
 
     # ------------------------------------------------------------------ outputs (derivatives)
-    def dpath(suffix, ext=".nii.gz", **extra):
-        return str(derivative_path(out, ents, "func", suffix, ext, **extra))
-
     sink(wf, sr, "out_file", dpath("bold", desc="sr"), metadata=src_meta,
          metadata_from=(sr, "metadata_file"), name="ds_sr_bold")
     sink(wf, boldref, "ref_file", dpath("boldref"), name="ds_boldref")
@@ -136,7 +135,6 @@ def init_bold_wf(config, run, templates, anchor, device, has_t1w, name=None):
     if cnn is not None:
         wf.connect([(cnn, qc, [("tissue_file", "tissue_file")]), (atlas_dseg, qc, [("out_file", "atlas_file")]),
                     (cnn, figs, [("tissue_file", "tissue_file")])])
-        sink_tissue(wf, cnn, lambda suffix, ext: dpath(suffix, ext, desc="cerebellumtissue"), "")
     sink_static(wf, str(anchor["atlas_tsv"]), dpath("dseg", ".tsv", desc="cerebellum"), "ds_dseg_tsv")
     summaries = pe.Node(LabelSummaries(lut_file=str(anchor["atlas_tsv"])), name="cerebellum_summaries",
                         mem_gb=1.0)
@@ -215,8 +213,16 @@ def cerebellum_metadata(route, anchor, image) -> dict:
     return meta
 
 
-def sink_tissue(wf, cnn, path, prefix):
-    """The learned tissue labels (L/R cerebellar cortex and white matter), their table and volumes."""
+def learned_cerebellum(wf, name, device, atlas, template_atlas, chain, path, mem_gb=2.0):
+    """The CNN node (its ``in_file`` still to connect or set) fed with the atlas on the image grid
+    (``atlas``, a ResampleLabels node), the template atlas and the pull chain template -> image
+    ((node, field) pairs: centre and prior), with the sinks of its tissue labels, their table and
+    volumes (``path(suffix, ext)`` names them)."""
+    cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name=name, mem_gb=mem_gb)
+    wf.connect([(atlas, cnn, [("out_file", "atlas_file")]),
+                (template_atlas[0], cnn, [(template_atlas[1], "template_atlas")]),
+                (chain[0], cnn, [(chain[1], "xfm_files")])])
+    prefix = name[: -len("cerebellum_cnn")]  # "" for a run, "t1w_" for the T1w: unique node names
     volumes = pe.Node(LabelSummaries(), name=f"{prefix}cerebellum_tissue_volumes")
     wf.connect([(cnn, volumes, [("tissue_file", "dseg_file"), ("tissue_lut_file", "lut_file")])])
     sink(wf, cnn, "tissue_file", path("dseg", ".nii.gz"),
@@ -225,6 +231,7 @@ def sink_tissue(wf, cnn, path, prefix):
          name=f"ds_{prefix}cerebellum_tissue")
     sink(wf, cnn, "tissue_lut_file", path("dseg", ".tsv"), name=f"ds_{prefix}cerebellum_tissue_tsv")
     sink(wf, volumes, "volumes_file", path("morph", ".tsv"), name=f"ds_{prefix}cerebellum_tissue_volumes")
+    return cnn
 
 
 def sink_static(wf, in_file, out_path, name):
