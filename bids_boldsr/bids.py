@@ -95,16 +95,61 @@ def _dataset_fingerprint(bids_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_layout(bids_dir: Path, work_dir: Path):
-    """A pybids layout whose index database lives in the work dir (never in the dataset)."""
+def load_layout(bids_dir: Path, work_dir: Path, db_root: Path | None = None):
+    """A pybids layout whose index database lives in the work dir (never in the dataset).
+
+    The index is ``<db_root or work_dir/bids_db>/<dataset fingerprint>/``. It is built in a
+    temporary folder beside it and renamed into place when complete, so parallel runs (SLURM
+    array tasks) sharing the folder never read or write a half-built index: a run that loses
+    the race drops its own copy and opens the winner's.
+    """
+    import shutil
+    import tempfile
+
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
-    db = work_dir / "bids_db" / _dataset_fingerprint(bids_dir)
-    indexer = BIDSLayoutIndexer(validate=False, ignore=("code", "stimuli", "sourcedata",
-                                                        "derivatives", "models"))
-    return BIDSLayout(str(bids_dir), indexer=indexer, database_path=str(db),
-                      reset_database=False)
+    root = Path(db_root) if db_root is not None else Path(work_dir) / "bids_db"
+    fingerprint = _dataset_fingerprint(bids_dir)
+    db = root / fingerprint
+    if not (db / "layout_index.sqlite").is_file():
+        indexer = BIDSLayoutIndexer(validate=False, ignore=("code", "stimuli", "sourcedata",
+                                                            "derivatives", "models"))
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint}.", suffix=".part", dir=root))
+        try:
+            os.chmod(tmp, 0o755)  # as a plain mkdir would make it (mkdtemp: 0700)
+            built = BIDSLayout(str(bids_dir), indexer=indexer, database_path=str(tmp),
+                               reset_database=True)
+            built.connection_manager.engine.dispose()
+            del built
+            try:
+                os.rename(tmp, db)
+            except OSError:  # another run renamed its complete index into place first
+                if not (db / "layout_index.sqlite").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return BIDSLayout(str(bids_dir), database_path=str(db), reset_database=False)
+
+
+def bold_query(subject: str, tasks=(), filters=None) -> dict:
+    """The pybids query for a participant's BOLD runs (``--task``, ``--bids-filter-file``)."""
+    query = {"subject": subject, "datatype": "func", "suffix": "bold",
+             "extension": [".nii", ".nii.gz"], **(filters or {}).get("bold", {})}
+    if tasks:
+        query["task"] = list(tasks)
+    return query
+
+
+def participants_with_bold(layout, labels=(), tasks=(), filters=None) -> list[str]:
+    """The sorted participants (all, or ``labels``) with at least one BOLD run matching the
+    selection: the list ``--participant-index`` counts in and ``--list-participants`` prints."""
+    selected = [s for s in select_participants(layout, labels)
+                if layout.get(return_type="file", **bold_query(s, tasks, filters))]
+    if not selected:
+        raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    return selected
 
 
 def select_participants(layout, labels) -> list[str]:
@@ -123,11 +168,7 @@ def select_participants(layout, labels) -> list[str]:
 def collect_data(layout, subject: str, tasks=(), filters=None) -> dict:
     """BOLD runs (checked) and the T1w (or None) of one participant."""
     filters = filters or {}
-    query = {"subject": subject, "datatype": "func", "suffix": "bold",
-             "extension": [".nii", ".nii.gz"], **filters.get("bold", {})}
-    if tasks:
-        query["task"] = list(tasks)
-    bold_files = sorted(layout.get(return_type="file", **query))
+    bold_files = sorted(layout.get(return_type="file", **bold_query(subject, tasks, filters)))
     t1w_query = {"subject": subject, "datatype": "anat", "suffix": "T1w",
                  "extension": [".nii", ".nii.gz"], **filters.get("t1w", {})}
     t1w_files = sorted(layout.get(return_type="file", **t1w_query))

@@ -40,6 +40,16 @@ def _positive_int(text):
     return val
 
 
+def _index(text):
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if val < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (the first participant is 0): {text!r}")
+    return val
+
+
 def _space(text):
     try:
         return str(parse_space(text))
@@ -66,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
                    help="working directory (intermediate results are cached and reused here); "
-                        "default: <output_dir>/../work")
+                        "default: ./work")
     g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, help="CPU processes")
     g.add_argument("--mem-gb", "--mem", type=_positive_float, default=None, help="memory limit (GB)")
     g.add_argument("--n-gpu-procs", type=_positive_int, default=1,
@@ -102,6 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
                    default=["bold", "MNI152NLin2009aSym"],
                    help="'bold' (native grid) and/or TemplateFlow names with optional ':res-N' "
                         "(default: bold MNI152NLin2009aSym, the embedded offline template)")
+    g = p.add_argument_group("clusters (SLURM job arrays, Nipype plugins; docs/hpc.md)")
+    g.add_argument("--participant-index", "--participant_index", type=_index, default=None,
+                   metavar="N", help="process only the N-th participant (0-based) of the sorted "
+                   "list --list-participants prints (after --participant-label/--task/"
+                   "--bids-filter-file): --participant-index $SLURM_ARRAY_TASK_ID")
+    g.add_argument("--list-participants", action="store_true",
+                   help="print the selected participant labels, one a line, and exit")
+    g.add_argument("--bids-database-dir", type=Path, metavar="DIR",
+                   help="folder of the pybids index (default <work_dir>/bids_db); array tasks may "
+                        "share it")
+    g.add_argument("--plugin", default="MultiProc", metavar="NAME",
+                   help="Nipype execution plugin (default MultiProc; e.g. Linear, SLURM, "
+                        "SLURMGraph)")
+    g.add_argument("--plugin-args", metavar="JSON|FILE",
+                   help="the plugin's arguments as a JSON object or a JSON file; for MultiProc "
+                        "they update n_procs/memory_gb/n_gpu_procs from --nprocs/--mem-gb/"
+                        "--n-gpu-procs")
+    g.add_argument("--write-sbatch", type=Path, metavar="FILE",
+                   help="write a SLURM job-array script (one task per participant) for this "
+                        "command line to FILE, print how to submit it and the group level, exit")
+    g.add_argument("--container-image", type=Path, metavar="SIF",
+                   help="with --write-sbatch: run the tasks in this Apptainer image")
+    g.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
+                   help="with --write-sbatch: an extra '#SBATCH' line, e.g. "
+                        "--sbatch-option=--time=04:00:00 (repeatable)")
     g = p.add_argument_group("other")
     g.add_argument("--random-seed", type=int, default=0)
     g.add_argument("--sloppy", action="store_true", help="fast, low-quality settings (testing only)")
@@ -120,7 +155,72 @@ def parse_args(argv=None) -> argparse.Namespace:
     opts.bids_filters = {}
     if opts.bids_filter_file is not None:
         opts.bids_filters = load_filter_file(opts.bids_filter_file)
+    _check_cluster_options(opts)
     return opts
+
+
+def _check_cluster_options(opts) -> None:
+    one_participant = {"--participant-index": opts.participant_index is not None,
+                       "--list-participants": opts.list_participants,
+                       "--write-sbatch": opts.write_sbatch is not None}
+    if opts.analysis_level == "group":
+        given = [name for name, on in one_participant.items() if on]
+        if given:
+            raise UsageError(f"{given[0]} is for the participant level, not group")
+    if opts.write_sbatch is not None:
+        if opts.list_participants:
+            raise UsageError("--write-sbatch and --list-participants exclude each other")
+        if opts.participant_index is not None:
+            raise UsageError("--write-sbatch writes one task per participant: drop "
+                             "--participant-index (the script passes $SLURM_ARRAY_TASK_ID)")
+    else:
+        for name, val in (("--container-image", opts.container_image),
+                          ("--sbatch-option", opts.sbatch_option)):
+            if val:
+                raise UsageError(f"{name} only goes with --write-sbatch")
+    opts.sbatch_option = [o if o.startswith("-") else "--" + o for o in opts.sbatch_option]
+    opts.plugin = check_plugin(opts.plugin)
+    opts.plugin_args = {} if opts.plugin_args is None else load_plugin_args(opts.plugin_args)
+
+
+def nipype_plugins() -> list[str]:
+    """Names ``wf.run(plugin=...)`` accepts (``<Name>Plugin`` classes of nipype)."""
+    import nipype.pipeline.plugins as plugins
+
+    return sorted(n[:-len("Plugin")] for n in dir(plugins)
+                  if n.endswith("Plugin") and len(n) > len("Plugin"))
+
+
+def check_plugin(name: str) -> str:
+    """The Nipype plugin name, matched case-insensitively; exit 64 for an unknown one."""
+    if name == "MultiProc":
+        return name
+    known = nipype_plugins()
+    match = [k for k in known if k.lower() == name.lower()]
+    if not match:
+        raise UsageError(f"unknown --plugin {name!r}: choose from {', '.join(known)}")
+    return match[0]
+
+
+def load_plugin_args(text: str) -> dict:
+    """``--plugin-args``: a JSON object, or the path of a file holding one (exit 64 otherwise)."""
+    source, raw = "--plugin-args", text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise UsageError(f"--plugin-args {text!r} is neither a JSON object nor a JSON file")
+        source = f"--plugin-args {path}"
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise UsageError(f"{source} cannot be read: {exc.strerror or exc}") from None
+    try:
+        args = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise UsageError(f"{source} must be a JSON object (the plugin's keyword arguments)")
+    return args
 
 
 def load_filter_file(path: Path) -> dict:

@@ -99,7 +99,10 @@ def _main(argv) -> int:
     opts = parse_args(argv)
     bids_dir, output_dir = opts.bids_dir.absolute(), opts.output_dir.absolute()
     work_dir = (opts.work_dir or Path.cwd() / "work").absolute()
-    _check_paths(bids_dir, output_dir, work_dir)
+    db_root = opts.bids_database_dir.absolute() if opts.bids_database_dir else None
+    if opts.list_participants or opts.write_sbatch is not None:
+        return _list_or_write_sbatch(opts, bids_dir, output_dir, work_dir, db_root)
+    _check_paths(bids_dir, output_dir, work_dir, db_root)
     config = Config.create(
         bids_dir=bids_dir, output_dir=output_dir, analysis_level=opts.analysis_level,
         work_dir=work_dir, participant_label=tuple(opts.participant_label),
@@ -115,7 +118,39 @@ def _main(argv) -> int:
         from ..workflows.group import run_group
 
         return run_group(config)
-    return run_participant(config)
+    return run_participant(config, plugin=opts.plugin, plugin_args=opts.plugin_args,
+                           participant_index=opts.participant_index, db_root=db_root)
+
+
+def _list_or_write_sbatch(opts, bids_dir, output_dir, work_dir, db_root) -> int:
+    """``--list-participants`` / ``--write-sbatch``: the selection, nothing processed. Only the
+    folder of the pybids index is created (the output folder is left to the jobs)."""
+    from .. import bids
+
+    _check_paths(bids_dir, output_dir, work_dir, db_root, index_only=True)
+    if opts.write_sbatch is not None and not opts.skip_bids_validation:
+        bids.validate_dataset(bids_dir)
+    layout = bids.load_layout(bids_dir, work_dir, db_root)
+    labels = bids.participants_with_bold(layout, opts.participant_label, opts.task,
+                                         opts.bids_filters)
+    if opts.list_participants:
+        if opts.participant_index is not None:
+            labels = [pick_participant(labels, opts.participant_index)]
+        print("\n".join(labels), flush=True)
+        return EX_OK
+    from .sbatch import write_sbatch
+
+    return write_sbatch(opts, labels, bids_dir=bids_dir, output_dir=output_dir,
+                        work_dir=work_dir, db_root=db_root or work_dir / "bids_db")
+
+
+def pick_participant(labels: list[str], index: int) -> str:
+    """The ``index``-th (0-based) label of the selection; exit 18 when out of range."""
+    if index >= len(labels):
+        raise NoDataSelected(f"--participant-index {index} is out of range: the selection has "
+                             f"{len(labels)} participant(s), indices 0-{len(labels) - 1} "
+                             "(see --list-participants)")
+    return labels[index]
 
 
 def _inside(path: Path, parent: Path) -> bool:
@@ -126,14 +161,22 @@ def _inside(path: Path, parent: Path) -> bool:
         return False
 
 
-def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path) -> None:
+def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path | None = None,
+                 index_only: bool = False) -> None:
+    """Refuse folders inside the dataset; create the output, work (and pybids index) folders, or
+    with ``index_only`` just the one that will hold the pybids index."""
     from ..bids import check_dataset
 
     check_dataset(bids_dir)
-    for label, path in (("output", output_dir), ("work", work_dir)):
+    folders = {"output": output_dir, "work": work_dir, "bids database": db_root}
+    folders = {label: path for label, path in folders.items() if path is not None}
+    for label, path in folders.items():
         if _inside(path, bids_dir):
             raise UsageError(f"the {label} directory {path} is inside the input dataset; "
                              "bids-boldsr never writes into bids_dir (choose another folder)")
+    if index_only:
+        folders = {"bids database": db_root} if db_root is not None else {"work": work_dir}
+    for label, path in folders.items():
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -195,13 +238,21 @@ def resolve_spaces(config):
     return out, anchor
 
 
-def run_participant(config) -> int:
+def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None = None,
+                    participant_index: int | None = None, db_root: Path | None = None) -> int:
     from .. import bids
     from ..workflows.base import init_bids_boldsr_wf
 
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir)
-    layout = bids.load_layout(config.bids_dir, config.work_dir)
+    layout = bids.load_layout(config.bids_dir, config.work_dir, db_root)
+    if participant_index is not None:
+        selection = bids.participants_with_bold(layout, config.participant_label, config.task,
+                                                config.bids_filters)
+        label = pick_participant(selection, participant_index)
+        LOG.info("--participant-index %d: sub-%s (%d of %d participants)", participant_index,
+                 label, participant_index + 1, len(selection))
+        config = config.with_(participant_label=(label,))
     subjects = {}
     for label in bids.select_participants(layout, config.participant_label):
         data = bids.collect_data(layout, label, config.task, config.bids_filters)
@@ -227,23 +278,44 @@ def run_participant(config) -> int:
         config.output_dir / "logs" / config.run_uuid)
     wf.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                                    "remove_unnecessary_outputs": False})
-    return _execute(wf, config, crash_dir, sorted(subjects))
+    return _execute(wf, config, crash_dir, sorted(subjects), plugin, plugin_args)
 
 
-def _execute(wf, config, crash_dir, subjects) -> int:
+# Plugins that submit the whole graph as dependent batch jobs and return at once.
+GRAPH_PLUGINS = ("SLURMGraph", "SGEGraph", "PBSGraph", "CondorDAGMan")
+
+
+def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None = None) -> dict:
+    """``wf.run`` arguments: MultiProc gets the resources of the command line (``--plugin-args``
+    update them); any other plugin gets ``--plugin-args`` alone."""
+    if plugin != "MultiProc":
+        return dict(plugin_args or {})
+    return {"n_procs": config.nprocs, "memory_gb": config.mem_gb,
+            "n_gpu_procs": config.n_gpu_procs, "raise_insufficient": False,
+            # fork after torch/BLAS threads started can deadlock the pool (seen here): forkserver
+            "mp_context": "forkserver", **(plugin_args or {})}
+
+
+def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
     from ..workflows.bold import node_safe
 
     t0 = time.time()
     try:
-        wf.run(plugin="MultiProc", plugin_args={
-            "n_procs": config.nprocs, "memory_gb": config.mem_gb,
-            "n_gpu_procs": config.n_gpu_procs, "raise_insufficient": False,
-            # fork after torch/BLAS threads started can deadlock the pool (seen here): forkserver
-            "mp_context": "forkserver"})
-    except RuntimeError as exc:
-        if "Workflow did not execute cleanly" in str(exc):
-            raise BoldSRError(f"some processing steps failed; crash reports in {crash_dir}") from None
-        raise
+        wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
+    except Exception as exc:  # noqa: BLE001 - nipype re-raises a failed node's error as is
+        crashes = list(Path(crash_dir).glob("crash-*"))
+        if crashes:
+            raise BoldSRError(f"{len(crashes)} processing step(s) failed; crash reports in "
+                              f"{crash_dir}") from None
+        if isinstance(exc, OSError):
+            raise  # one line and exit 74 in main
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise BoldSRError(f"the Nipype {plugin} plugin failed: {first}") from None
+    if plugin in GRAPH_PLUGINS:
+        LOG.info("the %s plugin submitted the processing steps as dependent batch jobs and "
+                 "returned: outputs appear as they finish (crash reports in %s); run the group "
+                 "level after them", plugin, crash_dir)
+        return EX_OK
     computed, reused = _reuse_counts(
         [Path(wf.base_dir) / wf.name / f"sub_{node_safe(s)}_wf" for s in subjects], t0)
     msg = (f"finished in {time.time() - t0:.1f} s: {computed} processing step(s) computed, "
