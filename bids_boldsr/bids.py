@@ -13,7 +13,7 @@ from .errors import BadInputData, InputMissing, NoDataSelected, ValidationError
 
 # BIDS entity order for derivative file names (BIDS specification, appendix "entity table").
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
-                "from", "to", "mode", "hemi", "space", "res", "den", "label", "desc")
+                "from", "to", "mode", "hemi", "space", "cohort", "res", "den", "label", "desc")
 PYBIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq",
                "ceagent": "ce", "reconstruction": "rec", "direction": "dir", "run": "run",
                "echo": "echo", "part": "part"}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 def write_sample(out: Path) -> Path:
     import nibabel as nib
-    from nibabel.testing import data_path
 
-    src = nib.load(Path(data_path) / "example4d.nii.gz")
+    # nibabel ships its test data inside the package; nibabel.testing would import pytest.
+    src = nib.load(Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz")
     out = Path(out)
     func = out / "sub-01" / "func"
     func.mkdir(parents=True, exist_ok=True)

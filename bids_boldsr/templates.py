@@ -27,32 +27,6 @@ class TemplateError(RuntimeError):
     """A template (or one of its files) cannot be found offline or downloaded."""
 
 
-@dataclass(frozen=True)
-class Space:
-    """An output space: ``bold`` (native) or a TemplateFlow template with optional ``res``."""
-
-    name: str
-    res: int | None = None
-
-    @property
-    def is_template(self) -> bool:
-        return self.name != "bold"
-
-    def __str__(self) -> str:
-        return self.name + (f":res-{self.res}" if self.res is not None else "")
-
-
-def parse_space(text: str) -> Space:
-    """Parse ``bold``, ``MNI152NLin2009aSym`` or ``MNI152NLin2009cAsym:res-2``."""
-    m = re.fullmatch(r"([A-Za-z0-9]+)(?::res-(\d+))?", text.strip())
-    if not m:
-        raise ValueError(f"invalid output space {text!r}: expected NAME or NAME:res-N")
-    name, res = m.group(1), m.group(2)
-    if name == "bold" and res is not None:
-        raise ValueError("the native space 'bold' takes no :res- modifier")
-    return Space(name, int(res) if res is not None else None)
-
-
 def _client(root: Path):
     from templateflow.client import TemplateFlowClient
 

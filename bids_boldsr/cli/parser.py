@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import EX_UNKNOWN_LEVEL, BoldSRError, UsageError
-from ..templates import parse_space
 
 ANALYSIS_LEVELS = ("participant", "group")
 SR_METHODS = ("tvsr", "tvsr-published", "spline", "trilinear")
@@ -41,9 +40,11 @@ def _positive_int(text):
 
 
 def _space(text):
+    from ..spaces import parse_reference
+
     try:
-        return str(parse_space(text))
-    except ValueError as exc:
+        return str(parse_reference(text))
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
                    help="working directory (intermediate results are cached and reused here); "
-                        "default: <output_dir>/../work")
+                        "default: ./work in the current directory")
     g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, help="CPU processes")
     g.add_argument("--mem-gb", "--mem", type=_positive_float, default=None, help="memory limit (GB)")
     g.add_argument("--n-gpu-procs", type=_positive_int, default=1,
@@ -100,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs")
     g.add_argument("--output-spaces", nargs="+", type=_space, metavar="SPACE",
                    default=["bold", "MNI152NLin2009aSym"],
-                   help="'bold' (native grid) and/or TemplateFlow names with optional ':res-N' "
-                        "(default: bold MNI152NLin2009aSym, the embedded offline template)")
+                   help="'bold' (the native super-resolved grid), 'T1w' (the T1w field of view at "
+                        "the super-resolved voxel size) and/or TemplateFlow templates with optional "
+                        "':cohort-X' and ':res-N', each registered on its own (default: bold "
+                        "MNI152NLin2009aSym, the embedded offline template)")
     g = p.add_argument_group("other")
     g.add_argument("--random-seed", type=int, default=0)
     g.add_argument("--sloppy", action="store_true", help="fast, low-quality settings (testing only)")
@@ -116,6 +119,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           f"choose from {', '.join(ANALYSIS_LEVELS)}", EX_UNKNOWN_LEVEL)
     if opts.sr_factor is None and opts.sr_voxel_size is None:
         opts.sr_factor = 2.0
+    from ..spaces import SpatialReferences
+
+    opts.output_spaces = SpatialReferences.parse(opts.output_spaces)
     opts.participant_label = sorted({lab.removeprefix("sub-") for lab in opts.participant_label})
     opts.bids_filters = {}
     if opts.bids_filter_file is not None:

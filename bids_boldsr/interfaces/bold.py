@@ -42,6 +42,7 @@ class _HeadMotionInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True)
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
+    seed = traits.Int(0, usedefault=True, desc="random sampling of the cost (--random-seed)")
 
 
 class _HeadMotionOutputSpec(TraitedSpec):
@@ -65,7 +66,8 @@ class HeadMotion(SimpleInterface):
         from ..sr.stream import load_series
 
         result = estimate_head_motion(load_series(self.inputs.bold_file), nib.load(self.inputs.ref_file),
-                                      mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy)
+                                      mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy,
+                                      seed=self.inputs.seed)
         xfm = save_affine(np.asarray(result["matrices"]), Path(runtime.cwd) / "hmc_xfm.txt")
         conf = Path(runtime.cwd) / "confounds.tsv"
         confounds_table(result).to_csv(conf, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
