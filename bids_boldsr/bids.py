@@ -25,8 +25,6 @@ class BoldRun:
     entities: dict           # BIDS short keys (sub, ses, task, run...) of the source file
     repetition_time: float
     task_name: str
-    n_volumes: int
-    metadata: dict
 
 
 def check_dataset(bids_dir: Path) -> None:
@@ -164,8 +162,7 @@ def bold_run(layout, path) -> BoldRun:
         raise BadInputData(f"{path.name}: no RepetitionTime in the sidecar or header")
     ents = entities_of(path)
     return BoldRun(path=path, entities=ents, repetition_time=float(tr),
-                   task_name=meta.get("TaskName", ents.get("task", "")), n_volumes=int(shape[3]),
-                   metadata=dict(meta))
+                   task_name=meta.get("TaskName", ents.get("task", "")))
 
 
 def entities_of(path) -> dict:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +232,8 @@ def _to_resolution(img, zoom: float, order: int):
     import nibabel as nib
 
     from .registration.resample import resample
-    from .sr.grid import sr_target_grid, voxel_sizes
+    from .nifti import voxel_sizes
+    from .sr.grid import sr_target_grid
 
     if np.allclose(voxel_sizes(img.affine), zoom):
         return img

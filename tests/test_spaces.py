@@ -8,7 +8,7 @@ import pytest
 
 from bids_boldsr import bids
 from bids_boldsr.config import Config
-from bids_boldsr.errors import InputMissing, UsageError
+from bids_boldsr.errors import UsageError
 from bids_boldsr.spaces import Reference, SpatialReferences, parse_reference, resolve
 from bids_boldsr.workflows.base import init_bids_boldsr_wf
 from conftest import MISALIGNED, make_bids, misaligned_template_home

@@ -150,17 +150,6 @@ def _available_mem_gb() -> float:
         return 8.0
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BoldSRError("--device cuda was requested but no CUDA device is visible "
-                          "(in containers use --gpus all / apptainer --nv)", 75)
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def run_participant(config) -> int:
     from .. import bids
     from ..workflows.base import init_bids_boldsr_wf
@@ -177,6 +166,7 @@ def run_participant(config) -> int:
             LOG.warning("sub-%s: no BOLD runs match the filters; skipped", label)
     if not subjects:
         raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    from ..devices import resolve_device
     from ..spaces import resolve
 
     device = resolve_device(config.device)

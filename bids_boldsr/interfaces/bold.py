@@ -26,7 +26,7 @@ class BoldReference(SimpleInterface):
     def _run_interface(self, runtime):
         from ..registration.boldref import bold_reference
 
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         ref, mask, _ = bold_reference(load_series(self.inputs.bold_file))
         self._results["ref_file"] = save_img(ref, runtime.cwd, "boldref.nii.gz")
@@ -63,7 +63,7 @@ class HeadMotion(SimpleInterface):
         from ..registration.motion import confounds_table, estimate_head_motion
 
         mask = nib.load(self.inputs.mask_file) if self.inputs.mask_file else None
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         result = estimate_head_motion(load_series(self.inputs.bold_file), nib.load(self.inputs.ref_file),
                                       mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy,

@@ -140,7 +140,8 @@ class TemplateGrid(SimpleInterface):
     def _run_interface(self, runtime):
         from ..registration.resample import resample
         from ..segmentation.atlas import labels_to_grid
-        from ..sr.grid import sr_target_grid, voxel_sizes
+        from ..nifti import voxel_sizes
+        from ..sr.grid import sr_target_grid
 
         tpl = nib.load(self.inputs.template_file)
         shape, affine = tpl.shape[:3], tpl.affine

@@ -56,7 +56,7 @@ class LabelSummaries(SimpleInterface):
         from pathlib import Path
 
         from ..segmentation.summaries import label_timeseries, label_volumes, read_lut
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         lut = read_lut(self.inputs.lut_file)
         dseg = nib.load(self.inputs.dseg_file)

@@ -22,7 +22,8 @@ from scipy import ndimage
 
 from .field import DisplacementField, jacobian_determinant
 from .optim import Adam
-from .pyramid import foreground_mask, image_data, normalise, voxel_sizes
+from ..nifti import voxel_sizes
+from .pyramid import foreground_mask, image_data, normalise
 from .resample import resample
 from .similarity import lncc
 

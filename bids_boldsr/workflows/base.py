@@ -1,6 +1,8 @@
 """Top-level and per-participant workflows: the anatomical stage, then one workflow per run."""
 from __future__ import annotations
 
+import logging
+
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -10,6 +12,8 @@ from .anat import t1w_cerebellum, t1w_to_templates
 from .bold import init_bold_wf
 from .bold.cerebellum import cerebellar_atlas
 from .names import node_safe
+
+LOG = logging.getLogger("bids_boldsr")
 
 
 def init_bids_boldsr_wf(config, subjects: dict, spaces, device, config_files: dict):
@@ -39,6 +43,8 @@ def init_single_subject_wf(config, subject, data, spaces, device, config_file):
     fig_merge.inputs.no_flatten = True  # one list of figures per run
     wf.connect(fig_merge, "out", report, "figures")
 
+    if spaces.anat and t1w is None:
+        LOG.warning("sub-%s has no T1w: the T1w output space is skipped for its runs", subject)
     atlas = cerebellar_atlas(wf, config, spaces.anchor, device)
     normalisations = {}
     if t1w is not None:
