@@ -53,8 +53,8 @@ def _chain(path):
     return TransformChain.from_filename(path, fmt="itk")
 
 
-def test_transforms_round_trip_and_follow_the_template(spaces_run):
-    out, home = spaces_run
+def test_transforms_round_trip(spaces_run):
+    out, _ = spaces_run
     rng = np.random.default_rng(0)
     points = rng.uniform([-50, -70, -30], [50, 50, 50], (200, 3))  # mm, inside the brain
     for tpl in ("MNI152NLin2009aSym", MISALIGNED):
@@ -66,12 +66,6 @@ def test_transforms_round_trip_and_follow_the_template(spaces_run):
             # consistency of exp(-v) on the rough sloppy 3 mm warp (det J 0.09-2.5 at the 1st/99th
             # percentile): measured median 0.75-0.98 mm, 95th percentile 2.1-3.8 mm
             assert np.median(err) < 1.5 and np.percentile(err, 95) < 5.0, tpl
-    # the same anatomy: a template point p of the embedded space is the point move(p) of the moved one
-    move = np.loadtxt(home / f"tpl-{MISALIGNED}" / "moved_from_embedded.txt")
-    emb = _chain(out / f"{ANAT}_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5").map(points)
-    moved = _chain(out / f"{ANAT}_from-T1w_to-{MISALIGNED}_mode-image_xfm.h5").map(
-        points @ move[:3, :3].T + move[:3, 3])
-    assert np.median(np.linalg.norm(emb - moved, axis=1)) < 3.0  # mm; ~14 mm if it were ignored
 
 
 def test_sidecars_name_space_and_resolution(spaces_run):
