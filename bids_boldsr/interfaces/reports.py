@@ -33,7 +33,7 @@ class RunFigures(SimpleInterface):
             out.append(fig.template_alignment(
                 self.inputs.template_bold_file, None, self.inputs.template_mask_file,
                 cwd / f"{name}_space-{self.inputs.template_name}_desc-alignment_bold.png",
-                f"{name}: mean BOLD in {self.inputs.template_name}, template brain outline (red)"))
+                f"{name}: mean BOLD in {self.inputs.template_name}, {self.inputs.template_name} brain outline (red)"))
         if self.inputs.dseg_file:
             out.append(fig.cerebellum_overlay(self.inputs.sr_file, self.inputs.dseg_file,
                                               cwd / f"{name}_desc-cerebellum_dseg.png",
