@@ -13,7 +13,7 @@ from .errors import BadInputData, InputMissing, NoDataSelected, ValidationError
 
 # BIDS entity order for derivative file names (BIDS specification, appendix "entity table").
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
-                "from", "to", "mode", "hemi", "space", "res", "den", "label", "desc")
+                "from", "to", "mode", "hemi", "space", "cohort", "res", "den", "label", "desc")
 PYBIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq",
                "ceagent": "ce", "reconstruction": "rec", "direction": "dir", "run": "run",
                "echo": "echo", "part": "part"}
@@ -25,8 +25,6 @@ class BoldRun:
     entities: dict           # BIDS short keys (sub, ses, task, run...) of the source file
     repetition_time: float
     task_name: str
-    n_volumes: int
-    metadata: dict
 
 
 def check_dataset(bids_dir: Path) -> None:
@@ -205,8 +203,7 @@ def bold_run(layout, path) -> BoldRun:
         raise BadInputData(f"{path.name}: no RepetitionTime in the sidecar or header")
     ents = entities_of(path)
     return BoldRun(path=path, entities=ents, repetition_time=float(tr),
-                   task_name=meta.get("TaskName", ents.get("task", "")), n_volumes=int(shape[3]),
-                   metadata=dict(meta))
+                   task_name=meta.get("TaskName", ents.get("task", "")))
 
 
 def entities_of(path) -> dict:

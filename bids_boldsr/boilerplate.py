@@ -22,11 +22,12 @@ def methods_text(config, has_t1w: bool) -> str:
                          "and squaring, local normalised cross-correlation)"}.get(config.registration, "")
     reg = ("the super-resolved BOLD reference was registered to the T1w image (rigid, mutual "
            "information) and the "
-           f"T1w to the template (affine, mutual information, template-based brain masking{nonlinear})"
+           f"T1w to each template on its own (affine, mutual information, template-based brain "
+           f"masking{nonlinear})"
            if has_t1w else
-           "the super-resolved BOLD reference was registered directly to the template (affine, mutual "
+           "the super-resolved BOLD reference was registered directly to each template (affine, mutual "
            "information)")
-    spaces = ", ".join(s for s in config.output_spaces if s != "bold") or "none"
+    spaces = ", ".join(config.output_spaces.strings())
     return (
         f"Data were processed with bids-boldsr {__version__} (pybids, Nipype, PyTorch, nibabel, "
         f"nilearn, TemplateFlow). For each BOLD run a reference volume was computed as the median "

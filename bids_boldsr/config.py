@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
+from .spaces import SpatialReferences
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Config:
     sr_method: str = "tvsr"
     sr_factor: float | None = 2.0
     sr_voxel_size: float | None = None
-    output_spaces: tuple[str, ...] = ("bold", "MNI152NLin2009aSym")
+    output_spaces: SpatialReferences = field(default_factory=SpatialReferences.parse)
     registration: str = "svf"
     cerebellum: str = "cnn"
     cerebellar_atlas: str = "AAL"
@@ -42,13 +43,14 @@ class Config:
         kwargs.setdefault("run_uuid", f"{stamp}_{uuid.uuid4().hex[:8]}")
         for key in ("bids_dir", "output_dir", "work_dir"):
             kwargs[key] = Path(kwargs[key]).absolute()
+        spaces = kwargs.get("output_spaces")
+        if spaces is not None and not isinstance(spaces, SpatialReferences):
+            kwargs["output_spaces"] = SpatialReferences.parse(spaces)
         return cls(**kwargs)
-
-    def with_(self, **changes) -> "Config":
-        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        out["output_spaces"] = self.output_spaces.strings()
         for key, val in out.items():
             if isinstance(val, Path):
                 out[key] = str(val)
@@ -68,6 +70,8 @@ class Config:
         for key, val in list(data.items()):
             if key not in kinds:
                 data.pop(key)
+            elif key == "output_spaces":
+                data[key] = SpatialReferences.parse(val)
             elif isinstance(val, list):
                 data[key] = tuple(val)
             elif key in ("bids_dir", "output_dir", "work_dir"):
@@ -75,8 +79,9 @@ class Config:
         return cls(**data)
 
     @property
-    def sr_spec(self) -> dict:
-        """Keyword arguments for ``sr_target_grid``."""
+    def sr_grid(self) -> dict:
+        """The super-resolved grid as every SR node takes it: a factor, or an isotropic voxel size
+        (``--sr-voxel-size`` wins; the parser sets the factor to 2 when neither is given)."""
         if self.sr_voxel_size is not None:
-            return {"voxel_size": self.sr_voxel_size}
-        return {"factor": self.sr_factor}
+            return {"factor": None, "voxel_size": self.sr_voxel_size}
+        return {"factor": self.sr_factor, "voxel_size": None}

@@ -43,7 +43,7 @@ def streamed_tsnr(img, mask) -> float:
 def run_metrics(bold_img, sr_img, mask_img, confounds=None) -> dict:
     """Run-level QC: sizes, tSNR before/after super-resolution, framewise displacement."""
     from .registration.resample import resample
-    from .sr.grid import voxel_sizes
+    from .nifti import voxel_sizes
 
     mask = np.asarray(mask_img.dataobj) > 0
     sr_mask = resample(mask.astype(np.uint8), mask_img.affine, sr_img.shape[:3], sr_img.affine,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,32 +23,6 @@ AAL_CEREBELLUM = range(91, 117)
 
 class TemplateError(RuntimeError):
     """A template (or one of its files) cannot be found offline or downloaded."""
-
-
-@dataclass(frozen=True)
-class Space:
-    """An output space: ``bold`` (native) or a TemplateFlow template with optional ``res``."""
-
-    name: str
-    res: int | None = None
-
-    @property
-    def is_template(self) -> bool:
-        return self.name != "bold"
-
-    def __str__(self) -> str:
-        return self.name + (f":res-{self.res}" if self.res is not None else "")
-
-
-def parse_space(text: str) -> Space:
-    """Parse ``bold``, ``MNI152NLin2009aSym`` or ``MNI152NLin2009cAsym:res-2``."""
-    m = re.fullmatch(r"([A-Za-z0-9]+)(?::res-(\d+))?", text.strip())
-    if not m:
-        raise ValueError(f"invalid output space {text!r}: expected NAME or NAME:res-N")
-    name, res = m.group(1), m.group(2)
-    if name == "bold" and res is not None:
-        raise ValueError("the native space 'bold' takes no :res- modifier")
-    return Space(name, int(res) if res is not None else None)
 
 
 def _client(root: Path):
@@ -260,7 +232,8 @@ def _to_resolution(img, zoom: float, order: int):
     import nibabel as nib
 
     from .registration.resample import resample
-    from .sr.grid import sr_target_grid, voxel_sizes
+    from .nifti import voxel_sizes
+    from .sr.grid import sr_target_grid
 
     if np.allclose(voxel_sizes(img.affine), zoom):
         return img

@@ -102,3 +102,43 @@ def suit_home(home: Path, template_cache) -> Path:
     rows = ["index\tname\tabbreviation\tcolor"] + [f"{i}\tLobule-{i}\tL{i}\t#808080" for i in range(1, 27)]
     (tpl / "tpl-SUIT_atlas-Diedrichsen2009_dseg.tsv").write_text("\n".join(rows) + "\n")
     return home
+
+
+MISALIGNED = "MNIMoved"
+
+
+def misaligned_template_home(home: Path, template_cache, name=MISALIGNED, degrees=10.0, shift_mm=8.0,
+                             scale=1.1, resolutions=(2,)) -> Path:
+    """A TEMPLATEFLOW_HOME holding ``tpl-<name>``: the embedded MNI template (T1w and brain mask)
+    rotated about z by ``degrees``, shifted by ``shift_mm`` along x and scaled by ``scale``, on the
+    same world grid, so that a space that is really registered to it differs from the embedded one
+    by that much. Returns ``home``; the similarity (world mm, embedded -> moved) is in
+    ``tpl-<name>/moved_from_embedded.txt``."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    from bids_boldsr import templates
+
+    th = np.deg2rad(degrees)
+    move = np.eye(4)
+    move[:3, :3] = scale * np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    move[:3, 3] = (shift_mm, 0, 0)
+    tpl = home / f"tpl-{name}"
+    tpl.mkdir(parents=True, exist_ok=True)
+    (home / "dataset_description.json").write_text('{"Name": "tf", "BIDSVersion": "1.9.0"}')
+    (tpl / "template_description.json").write_text(json.dumps({"Name": f"{name}: moved MNI (test)"}))
+    np.savetxt(tpl / "moved_from_embedded.txt", move)
+    for res in resolutions:
+        for query, suffix, order in (({"suffix": "T1w"}, "T1w", 1),
+                                     ({"desc": "brain", "suffix": "mask"}, "desc-brain_mask", 0)):
+            src = nib.load(templates.get_template_file(templates.EMBEDDED, template_cache, resolution=res,
+                                                       **query))
+            # output voxel -> world -> (moved^-1) world -> source voxel
+            vox = np.linalg.inv(src.affine) @ np.linalg.inv(move) @ src.affine
+            data = ndimage.affine_transform(np.asarray(src.dataobj, dtype=np.float32), vox[:3, :3], vox[:3, 3],
+                                            order=order, mode="constant")
+            dtype = np.uint8 if order == 0 else np.float32
+            nib.save(nib.Nifti1Image(data.astype(dtype), src.affine),
+                     tpl / f"tpl-{name}_res-{res:02d}_{suffix}.nii.gz")
+    return home

@@ -8,7 +8,7 @@ def test_defaults_and_label_prefix():
     opts = parse_args(["/d", "/o", "participant", "--participant-label", "sub-01", "02"])
     assert opts.participant_label == ["01", "02"]
     assert opts.sr_factor == 2.0 and opts.sr_voxel_size is None
-    assert opts.output_spaces == ["bold", "MNI152NLin2009aSym"]
+    assert opts.output_spaces.strings() == ["bold", "MNI152NLin2009aSym"]
     assert opts.device == "auto" and opts.sr_method == "tvsr"
 
 
@@ -16,7 +16,7 @@ def test_non_integer_factor_and_spaces():
     opts = parse_args(["/d", "/o", "participant", "--sr-factor", "1.5",
                        "--output-spaces", "MNI152NLin2009cAsym:res-2", "bold"])
     assert opts.sr_factor == 1.5
-    assert opts.output_spaces == ["MNI152NLin2009cAsym:res-2", "bold"]
+    assert opts.output_spaces.strings() == ["MNI152NLin2009cAsym:res-2", "bold"]
 
 
 def test_unknown_level_exit_17():

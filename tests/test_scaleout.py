@@ -286,7 +286,7 @@ def test_write_sbatch_two_participants(tmp_path, capsys):
     assert list((work / "bids_db").glob("*/layout_index.sqlite"))  # built once, here
     assert (opts.nprocs, opts.mem_gb, opts.device, opts.sloppy) == (2, 6.0, "cpu", True)
     assert (opts.sr_method, opts.cerebellum) == ("spline", "atlas")
-    assert opts.output_spaces == ["bold", "MNI152NLin2009aSym:res-2"]
+    assert opts.output_spaces.strings() == ["bold", "MNI152NLin2009aSym:res-2"]
     # the follow-up: submit the array, then the group level depending on all of it
     lines = stdout.splitlines()
     assert lines[0].startswith(f"bids-boldsr: wrote {job}: a job array of 2 task(s)")

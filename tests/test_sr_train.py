@@ -8,7 +8,7 @@ import torch
 
 from bids_boldsr.bench.sr import simulation_grids
 from bids_boldsr.sr.grid import sr_target_grid
-from bids_boldsr.sr.stream import StreamingNiftiWriter
+from bids_boldsr.nifti import StreamingNiftiWriter
 from bids_boldsr.sr.tvsr import AcquisitionModel, load_tvsr, super_resolve_volume, train_tvsr, tvsr_metadata
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -83,6 +83,6 @@ def test_streamed_and_tiled_inference_equal_in_memory(small_run, checkpoint, tmp
 
 
 def test_device_auto_falls_back_to_cpu():
-    from bids_boldsr.sr.tvsr.train import resolve_device
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu").type == "cpu"
+    from bids_boldsr.devices import resolve_device
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from bids_boldsr.atomic import atomic_write_text
-from bids_boldsr.sr.grid import sr_target_grid, voxel_sizes
-from bids_boldsr.sr.stream import StreamingNiftiWriter, int16_scale
+from bids_boldsr.nifti import voxel_sizes
+from bids_boldsr.sr.grid import sr_target_grid
+from bids_boldsr.nifti import StreamingNiftiWriter, int16_scale
 
 
 def test_x2_grid_coincides_with_hr_grid():

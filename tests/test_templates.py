@@ -7,13 +7,6 @@ import pytest
 from bids_boldsr import templates
 
 
-def test_parse_space():
-    assert templates.parse_space("MNI152NLin2009cAsym:res-2") == templates.Space("MNI152NLin2009cAsym", 2)
-    assert not templates.parse_space("bold").is_template
-    with pytest.raises(ValueError):
-        templates.parse_space("MNI:res-x")
-
-
 def test_embedded_seed_is_a_templateflow_layout(template_cache):
     t1w = templates.get_template_file("MNI152NLin2009aSym", template_cache, resolution=1, suffix="T1w")
     mask = templates.get_template_file("MNI152NLin2009aSym", template_cache, resolution=1,

@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 
 from bids_boldsr import bids
-from bids_boldsr.cli.run import resolve_spaces
 from bids_boldsr.config import Config
+from bids_boldsr.spaces import resolve
 from bids_boldsr.workflows.base import init_bids_boldsr_wf
 from conftest import make_bids
 
@@ -20,8 +20,8 @@ def _build(tmp_path, template_cache, with_t1w, spaces=("bold", "MNI152NLin2009aS
                         analysis_level="participant", output_spaces=spaces, sloppy=True, **options)
     layout = bids.load_layout(cfg.bids_dir, tmp_path / "w")
     data = {"01": bids.collect_data(layout, "01")}
-    templates, anchor = resolve_spaces(cfg)
-    wf = init_bids_boldsr_wf(cfg, data, templates, anchor, "cpu", {"01": cfg.to_json(tmp_path / "c.json")})
+    spaces = resolve(cfg.output_spaces, cfg.work_dir, cfg.sloppy, cfg.cerebellar_atlas)
+    wf = init_bids_boldsr_wf(cfg, data, spaces, "cpu", {"01": cfg.to_json(tmp_path / "c.json")})
     return wf, cfg
 
 
@@ -37,15 +37,15 @@ def test_graph_with_t1w(tmp_path, template_cache):
     for name in ("boldref", "hmc", "coreg", "super_resolve", "cerebellum_dseg",
                  "to_MNI152NLin2009aSym", "qc", "figures"):
         assert f"{run}.{name}" in nodes, name
-    assert "sub_01_wf.t1w_to_template" in nodes
-    assert nodes["sub_01_wf.t1w_to_template"].inputs.dof == 12
+    assert "sub_01_wf.t1w_to_MNI152NLin2009aSym" in nodes
+    assert nodes["sub_01_wf.t1w_to_MNI152NLin2009aSym"].inputs.dof == 12
     assert nodes[f"{run}.coreg"].inputs.dof == 6
     sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
     assert "sub-01_task-rest_desc-sr_bold.nii.gz" in sinks
     assert "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sr_bold.nii.gz" in sinks
     assert "sub-01_task-rest_from-boldref_to-T1w_mode-image_xfm.txt" in sinks
     # T1w -> template: affine then SVF, written as ITK composites both ways plus the pieces
-    assert nodes["sub_01_wf.t1w_to_template_nonlinear"].inputs.method == "svf"
+    assert nodes["sub_01_wf.t1w_to_MNI152NLin2009aSym_nonlinear"].inputs.method == "svf"
     for name in ("from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5",
                  "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.h5",
                  "from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.txt",
@@ -56,10 +56,10 @@ def test_graph_with_t1w(tmp_path, template_cache):
     assert {"sub-01_desc-cerebellum_dseg.nii.gz", "sub-01_desc-cerebellum_dseg.tsv",
             "sub-01_desc-cerebellum_morph.tsv"} <= sinks  # T1w space
     # the atlas reaches native space through the explicit inverse chain, not an inverted matrix
-    inv = nodes[f"{run}.inverse_chain"]
+    inv = nodes[f"{run}.inverse_chain_MNI152NLin2009aSym"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(inv, data=True) for c in data["connect"]}
     assert feeds == {("coreg", ("inverse_xfm_file", "in1")),
-                     ("inputnode", ("template_to_t1w_xfm", "in2"))}
+                     ("inputnode", ("MNI152NLin2009aSym_to_t1w_xfm", "in2"))}
     # coregistration runs on the super-resolved reference
     coreg = nodes[f"{run}.coreg"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(coreg, data=True) for c in data["connect"]}
@@ -73,7 +73,8 @@ def test_graph_with_t1w(tmp_path, template_cache):
     cnn = nodes[f"{run}.cerebellum_cnn"]
     feeds = {(u.name, c) for u, v, data in graph.in_edges(cnn, data=True) for c in data["connect"]}
     assert feeds == {("sr_boldref", ("out_file", "in_file")), ("cerebellum_dseg", ("out_file", "atlas_file")),
-                     ("inputnode", ("atlas_file", "template_atlas")), ("template_chain", ("out", "xfm_files"))}
+                     ("inputnode", ("atlas_file", "template_atlas")),
+                     ("chain_MNI152NLin2009aSym", ("out", "xfm_files"))}
     for reader, field in (("cerebellum_summaries", "dseg_file"), ("qc", "dseg_file"), ("figures", "dseg_file"),
                           ("ds_dseg", "in_file")):
         feeds = {(u.name, c) for u, v, data in graph.in_edges(nodes[f"{run}.{reader}"], data=True)
@@ -101,7 +102,7 @@ def test_graph_atlas_cerebellum(tmp_path, template_cache):
 def test_graph_affine_only(tmp_path, template_cache):
     wf, _ = _build(tmp_path, template_cache, with_t1w=True, registration="affine")
     nodes = _nodes(wf._create_flat_graph())
-    assert "sub_01_wf.t1w_to_template_nonlinear" not in nodes
+    assert "sub_01_wf.t1w_to_MNI152NLin2009aSym_nonlinear" not in nodes
     sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
     assert "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
     assert not any(s.endswith(".h5") for s in sinks)
@@ -111,12 +112,13 @@ def test_graph_bold_only_and_res(tmp_path, template_cache):
     wf, _ = _build(tmp_path, template_cache, with_t1w=False,
                    spaces=("MNI152NLin2009aSym:res-2",))
     nodes = _nodes(wf._create_flat_graph())
-    assert "sub_01_wf.t1w_to_template" not in nodes
+    assert "sub_01_wf.t1w_to_MNI152NLin2009aSym" not in nodes
     run = "sub_01_wf.bold_sub_01_task_rest_wf"
-    assert nodes[f"{run}.coreg"].inputs.dof == 12
+    assert f"{run}.coreg" not in nodes
+    assert nodes[f"{run}.boldref_to_MNI152NLin2009aSym"].inputs.dof == 12
     sinks = {Path(n.inputs.out_path).name for k, n in nodes.items() if ".ds_" in k}
     # no T1w: affine only (a warp of the EPI reference stretched clipped slabs, see the docs)
-    assert f"{run}.coreg_nonlinear" not in nodes
+    assert not any(k.endswith("_nonlinear") for k in nodes)
     assert "sub-01_task-rest_from-boldref_to-MNI152NLin2009aSym_mode-image_xfm.txt" in sinks
     assert "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz" in sinks
 

@@ -98,7 +98,7 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     ``ckpt=None`` streams cubic-spline volumes instead (same writer, far cheaper per volume)."""
     import torch
     torch.set_num_threads(1)
-    from ..sr.stream import StreamingNiftiWriter
+    from ..nifti import StreamingNiftiWriter
     model = load_tvsr(ckpt, "cpu") if ckpt else None
     img = nib.load(str(lr_path))
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import EX_UNKNOWN_LEVEL, BoldSRError, UsageError
-from ..templates import parse_space
 
 ANALYSIS_LEVELS = ("participant", "group")
 SR_METHODS = ("tvsr", "tvsr-published", "spline", "trilinear")
@@ -51,9 +50,11 @@ def _index(text):
 
 
 def _space(text):
+    from ..spaces import parse_reference
+
     try:
-        return str(parse_space(text))
-    except ValueError as exc:
+        return str(parse_reference(text))
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
                    help="working directory (intermediate results are cached and reused here); "
-                        "default: ./work")
+                        "default: ./work in the current directory")
     g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, help="CPU processes")
     g.add_argument("--mem-gb", "--mem", type=_positive_float, default=None, help="memory limit (GB)")
     g.add_argument("--n-gpu-procs", type=_positive_int, default=1,
@@ -110,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs")
     g.add_argument("--output-spaces", nargs="+", type=_space, metavar="SPACE",
                    default=["bold", "MNI152NLin2009aSym"],
-                   help="'bold' (native grid) and/or TemplateFlow names with optional ':res-N' "
-                        "(default: bold MNI152NLin2009aSym, the embedded offline template)")
+                   help="'bold' (the native super-resolved grid), 'T1w' (the T1w field of view at "
+                        "the super-resolved voxel size) and/or TemplateFlow templates with optional "
+                        "':cohort-X' and ':res-N', each registered on its own (default: bold "
+                        "MNI152NLin2009aSym, the embedded offline template)")
     g = p.add_argument_group("clusters (SLURM job arrays, Nipype plugins; docs/hpc.md)")
     g.add_argument("--participant-index", "--participant_index", type=_index, default=None,
                    metavar="N", help="process only the N-th participant (0-based) of the sorted "
@@ -151,6 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           f"choose from {', '.join(ANALYSIS_LEVELS)}", EX_UNKNOWN_LEVEL)
     if opts.sr_factor is None and opts.sr_voxel_size is None:
         opts.sr_factor = 2.0
+    from ..spaces import SpatialReferences
+
+    opts.output_spaces = SpatialReferences.parse(opts.output_spaces)
     opts.participant_label = sorted({lab.removeprefix("sub-") for lab in opts.participant_label})
     opts.bids_filters = {}
     if opts.bids_filter_file is not None:

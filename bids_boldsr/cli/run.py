@@ -1,6 +1,7 @@
 """Entry point ``bids-boldsr``: checks, builds and runs the workflow; maps failures to exit codes."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -9,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import (EX_IOERR, EX_OK, BoldSRError, CannotCreateOutput, InputMissing,
+from ..errors import (EX_IOERR, EX_OK, BoldSRError, CannotCreateOutput,
                       NoDataSelected, UsageError)
 
 LOG = logging.getLogger("bids_boldsr")
@@ -110,12 +111,12 @@ def _main(argv) -> int:
         nprocs=opts.nprocs or os.cpu_count() or 1, mem_gb=opts.mem_gb or _available_mem_gb(),
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
-        output_spaces=tuple(dict.fromkeys(opts.output_spaces)), registration=opts.registration,
+        output_spaces=opts.output_spaces, registration=opts.registration,
         cerebellum=opts.cerebellum, cerebellar_atlas=opts.cerebellar_atlas,
         random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
     if config.analysis_level == "group":
-        from ..workflows.group import run_group
+        from ..reports.group import run_group
 
         return run_group(config)
     return run_participant(config, plugin=opts.plugin, plugin_args=opts.plugin_args,
@@ -193,51 +194,6 @@ def _available_mem_gb() -> float:
         return 8.0
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BoldSRError("--device cuda was requested but no CUDA device is visible "
-                          "(in containers use --gpus all / apptainer --nv)", 75)
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def resolve_spaces(config):
-    """Template files for the output spaces, and the anchor template used for the atlas."""
-    from .. import templates as tpl
-
-    cache = config.work_dir
-    spaces = [tpl.parse_space(s) for s in config.output_spaces]
-    out = []
-    try:
-        for space in (s for s in spaces if s.is_template):
-            res = space.res if space.res is not None else 1
-            out.append({"space": space.name, "res": space.res,
-                        "space_label": space.name + (f"_res-{space.res}" if space.res else ""),
-                        "t1w": tpl.get_template_file(space.name, cache, resolution=res, suffix="T1w"),
-                        "mask": tpl.get_template_file(space.name, cache, resolution=res,
-                                                      desc="brain", suffix="mask")})
-        reg_res = 2 if config.sloppy else 1
-        anchor = {"space": tpl.EMBEDDED,
-                  "t1w": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res, suffix="T1w"),
-                  "mask": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res,
-                                                desc="brain", suffix="mask"),
-                  "atlas": tpl.get_template_file(tpl.EMBEDDED, cache, resolution=reg_res,
-                                                 atlas="AAL", desc="cerebellum", suffix="dseg")}
-        anchor["atlas_tsv"] = anchor["atlas"].parent / (
-            f"tpl-{tpl.EMBEDDED}_atlas-AAL_desc-cerebellum_dseg.tsv")
-        if config.cerebellar_atlas == "SUIT":
-            anchor["suit"] = tpl.suit_files(cache)
-            anchor["atlas_tsv"] = anchor["suit"]["tsv"]
-            anchor["atlas_name"] = ("SUIT atlas-Diedrichsen2009 (TemplateFlow tpl-SUIT, registered to "
-                                    f"{tpl.EMBEDDED} by a cerebellum-masked affine + SVF)")
-    except tpl.TemplateError as exc:
-        raise InputMissing(str(exc)) from None
-    return out, anchor
-
-
 def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None = None,
                     participant_index: int | None = None, db_root: Path | None = None) -> int:
     from .. import bids
@@ -252,7 +208,7 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
         label = pick_participant(selection, participant_index)
         LOG.info("--participant-index %d: sub-%s (%d of %d participants)", participant_index,
                  label, participant_index + 1, len(selection))
-        config = config.with_(participant_label=(label,))
+        config = dataclasses.replace(config, participant_label=(label,))
     subjects = {}
     for label in bids.select_participants(layout, config.participant_label):
         data = bids.collect_data(layout, label, config.task, config.bids_filters)
@@ -262,8 +218,11 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
             LOG.warning("sub-%s: no BOLD runs match the filters; skipped", label)
     if not subjects:
         raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    from ..devices import resolve_device
+    from ..spaces import resolve
+
     device = resolve_device(config.device)
-    templates, anchor = resolve_spaces(config)
+    spaces = resolve(config.output_spaces, config.work_dir, config.sloppy, config.cerebellar_atlas)
     bids.write_dataset_description(config.output_dir, config.bids_dir,
                                    container=os.environ.get("BIDS_BOLDSR_CONTAINER"))
     config_files, log_dirs = {}, {}
@@ -273,7 +232,7 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
     n_runs = sum(len(d["bold"]) for d in subjects.values())
     LOG.info("%d participant(s), %d BOLD run(s); device %s; work dir %s", len(subjects), n_runs,
              device, config.work_dir)
-    wf = init_bids_boldsr_wf(config, subjects, templates, anchor, device, config_files)
+    wf = init_bids_boldsr_wf(config, subjects, spaces, device, config_files)
     crash_dir = next(iter(log_dirs.values())) if len(log_dirs) == 1 else (
         config.output_dir / "logs" / config.run_uuid)
     wf.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
@@ -297,7 +256,7 @@ def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None 
 
 
 def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
-    from ..workflows.bold import node_safe
+    from ..workflows.names import node_safe
 
     t0 = time.time()
     try:

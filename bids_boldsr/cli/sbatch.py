@@ -56,6 +56,8 @@ def passed_options(opts) -> list[list[str]]:
                     action.option_strings[0])
         if isinstance(action, argparse._StoreTrueAction):
             out.append([flag])
+        elif action.dest == "output_spaces":  # spaces.SpatialReferences
+            out.append([flag, *value.strings()])
         elif action.dest == "plugin_args":
             import json
 

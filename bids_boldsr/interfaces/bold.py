@@ -26,7 +26,7 @@ class BoldReference(SimpleInterface):
     def _run_interface(self, runtime):
         from ..registration.boldref import bold_reference
 
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         ref, mask, _ = bold_reference(load_series(self.inputs.bold_file))
         self._results["ref_file"] = save_img(ref, runtime.cwd, "boldref.nii.gz")
@@ -42,6 +42,7 @@ class _HeadMotionInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True)
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
+    seed = traits.Int(0, usedefault=True, desc="random sampling of the cost (--random-seed)")
 
 
 class _HeadMotionOutputSpec(TraitedSpec):
@@ -62,10 +63,11 @@ class HeadMotion(SimpleInterface):
         from ..registration.motion import confounds_table, estimate_head_motion
 
         mask = nib.load(self.inputs.mask_file) if self.inputs.mask_file else None
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         result = estimate_head_motion(load_series(self.inputs.bold_file), nib.load(self.inputs.ref_file),
-                                      mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy)
+                                      mask=mask, device=self.inputs.device, sloppy=self.inputs.sloppy,
+                                      seed=self.inputs.seed)
         xfm = save_affine(np.asarray(result["matrices"]), Path(runtime.cwd) / "hmc_xfm.txt")
         conf = Path(runtime.cwd) / "confounds.tsv"
         confounds_table(result).to_csv(conf, sep="\t", index=False, na_rep="n/a", float_format="%.6g")

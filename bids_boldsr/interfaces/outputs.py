@@ -40,7 +40,7 @@ class RunQC(SimpleInterface):
         import pandas as pd
 
         from ..qc import mask_overlap, run_metrics
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         conf = (pd.read_csv(self.inputs.confounds_file, sep="\t", na_values="n/a")
                 if self.inputs.confounds_file else None)

@@ -16,6 +16,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     cost = traits.Enum("mi", "ncc", usedefault=True)
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
+    seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
     skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
                                        "a skull-stripped template: two-stage brain-masked affine")
 
@@ -44,11 +45,13 @@ class RegisterLinear(SimpleInterface):
         moving_mask = nib.load(self.inputs.moving_mask_file) if self.inputs.moving_mask_file else None
         if self.inputs.skull_stripped_fixed and fixed_mask is not None:
             matrix = register_to_template(moving, fixed, fixed_mask, dof=self.inputs.dof,
-                                          device=self.inputs.device, sloppy=self.inputs.sloppy)
+                                          device=self.inputs.device, sloppy=self.inputs.sloppy,
+                                          seed=self.inputs.seed)
         else:
             matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
                                      fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                     device=self.inputs.device, sloppy=self.inputs.sloppy)
+                                     device=self.inputs.device, sloppy=self.inputs.sloppy,
+                                     seed=self.inputs.seed)
         self._results["xfm_file"] = str(save_affine(matrix, Path(runtime.cwd) / "xfm.txt"))
         self._results["inverse_xfm_file"] = str(save_affine(np.linalg.inv(matrix),
                                                             Path(runtime.cwd) / "inverse_xfm.txt"))
@@ -68,6 +71,7 @@ class _NonlinearInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
+    seed = traits.Int(0, usedefault=True, desc="network initialisation of nevf (--random-seed)")
 
 
 class _NonlinearOutputSpec(TraitedSpec):
@@ -100,7 +104,7 @@ class RegisterNonlinear(SimpleInterface):
             nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file),
             load_affine(self.inputs.affine_file), method=self.inputs.method,
             fixed_mask=nib.load(self.inputs.fixed_mask_file), moving_mask=moving_mask,
-            device=self.inputs.device, sloppy=self.inputs.sloppy)
+            device=self.inputs.device, sloppy=self.inputs.sloppy, seed=self.inputs.seed)
         warp, inv_warp = save_field(result.field, cwd / "warp.nii.gz"), save_field(
             result.inverse_field, cwd / "inverse_warp.nii.gz")
         affine = save_affine(result.affine, cwd / "affine.txt")
@@ -136,7 +140,8 @@ class TemplateGrid(SimpleInterface):
     def _run_interface(self, runtime):
         from ..registration.resample import resample
         from ..segmentation.atlas import labels_to_grid
-        from ..sr.grid import sr_target_grid, voxel_sizes
+        from ..nifti import voxel_sizes
+        from ..sr.grid import sr_target_grid
 
         tpl = nib.load(self.inputs.template_file)
         shape, affine = tpl.shape[:3], tpl.affine

@@ -29,11 +29,12 @@ class RunFigures(SimpleInterface):
         from ..reports import figures as fig
 
         cwd, name, out = Path(runtime.cwd), self.inputs.run_name, []
+        space = self.inputs.template_name
         if self.inputs.template_bold_file and self.inputs.template_mask_file:
             out.append(fig.template_alignment(
                 self.inputs.template_bold_file, None, self.inputs.template_mask_file,
-                cwd / f"{name}_space-{self.inputs.template_name}_desc-alignment_bold.png",
-                f"{name}: mean BOLD in {self.inputs.template_name}, template brain outline (red)"))
+                cwd / f"{name}_space-{space}_desc-alignment_bold.png",
+                f"{name}: mean BOLD in {space}, {space} brain outline (red)"))
         if self.inputs.dseg_file:
             out.append(fig.cerebellum_overlay(self.inputs.sr_file, self.inputs.dseg_file,
                                               cwd / f"{name}_desc-cerebellum_dseg.png",

@@ -56,7 +56,7 @@ class LabelSummaries(SimpleInterface):
         from pathlib import Path
 
         from ..segmentation.summaries import label_timeseries, label_volumes, read_lut
-        from ..sr.stream import load_series
+        from ..nifti import load_series
 
         lut = read_lut(self.inputs.lut_file)
         dseg = nib.load(self.inputs.dseg_file)
@@ -128,6 +128,7 @@ class _SuitToTemplateInputSpec(BaseInterfaceInputSpec):
     template_atlas = File(exists=True, mandatory=True, desc="cerebellar labels on the anchor (the mask)")
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
+    seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
 
 
 class _SuitToTemplateOutputSpec(TraitedSpec):
@@ -147,7 +148,8 @@ class SuitToTemplate(SimpleInterface):
 
         labels, stats = suit_on_template(nib.load(self.inputs.suit_t1w), nib.load(self.inputs.suit_dseg),
                                          nib.load(self.inputs.template_file), nib.load(self.inputs.template_atlas),
-                                         device=self.inputs.device, sloppy=self.inputs.sloppy)
+                                         device=self.inputs.device, sloppy=self.inputs.sloppy,
+                                         seed=self.inputs.seed)
         self._results["out_file"] = save_img(labels, runtime.cwd, "suit_on_template_dseg.nii.gz")
         self._results["stats_file"] = save_json(stats, runtime.cwd, "suit_registration.json")
         return runtime

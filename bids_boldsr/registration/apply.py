@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..sr.stream import StreamingNiftiWriter, int16_scale, load_series
+from ..nifti import StreamingNiftiWriter, int16_scale, load_series
 from .resample import grid_points, map_points, points_to_voxels
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..nifti import voxel_sizes
 from .pyramid import (centre_of_mass, downsample, image_data, normalise, sample_world,
-                      translation, voxel_sizes, world_to_grid)
+                      translation, world_to_grid)
 from .optim import Adam
 from .similarity import mutual_information, ncc
 

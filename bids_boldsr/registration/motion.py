@@ -10,8 +10,9 @@ from scipy import ndimage
 
 from .linear import params_to_matrix, rigid_params
 from .optim import Adam
+from ..nifti import voxel_sizes
 from .pyramid import (centre_of_mass, foreground_mask, gaussian_blur, image_data, sample_world,
-                      voxel_sizes, world_to_grid)
+                      world_to_grid)
 from .similarity import ncc
 
 PARAM_NAMES = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]

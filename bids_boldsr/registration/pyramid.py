@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..nifti import voxel_sizes
+
 
 def image_data(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     """3-D float32 data and affine of an image (a single-volume 4-D image is squeezed)."""
@@ -23,10 +25,6 @@ def image_data(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 3:
         raise ValueError(f"expected a 3-D image, got shape {data.shape}")
     return np.nan_to_num(data), np.asarray(img.affine, dtype=float)
-
-
-def voxel_sizes(affine) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
 
 
 def normalise(data: np.ndarray, mask=None, lo=0.5, hi=99.5) -> np.ndarray:

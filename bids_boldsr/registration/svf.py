@@ -22,7 +22,8 @@ from scipy import ndimage
 
 from .field import DisplacementField, jacobian_determinant
 from .optim import Adam
-from .pyramid import foreground_mask, image_data, normalise, voxel_sizes
+from ..nifti import voxel_sizes
+from .pyramid import foreground_mask, image_data, normalise
 from .resample import resample
 from .similarity import lncc
 
@@ -169,7 +170,8 @@ def _integrate(v_norm: torch.Tensor, shape) -> torch.Tensor:
 
 def register_diffeomorphic(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, affine_init: np.ndarray,
                            method: str = "svf", fixed_mask=None, device="cpu", sloppy=False,
-                           spacing: float | None = None, moving_mask=None, **options) -> DiffeoResult:
+                           spacing: float | None = None, moving_mask=None, seed: int = 0,
+                           **options) -> DiffeoResult:
     """Deformable registration after ``affine_init`` (fixed -> moving pull matrix).
 
     ``fixed_mask`` (fixed grid) sets the working-grid extent (default: fixed foreground);
@@ -213,7 +215,7 @@ def register_diffeomorphic(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, affi
         if method == "svf":
             v = _fit_svf(fix, mov, grid, v, n_iter, opts)
         else:
-            v = _fit_nevf(fix, mov, grid, n_iter, opts, device)
+            v = _fit_nevf(fix, mov, grid, n_iter, opts, device, seed=seed)
 
     with torch.no_grad():
         scale = _scale(grid, device)
@@ -278,9 +280,9 @@ def _fit_svf(fix, mov, grid, v, iters, opts):
     return v.detach()
 
 
-def _fit_nevf(fix, mov, grid, iters, opts, device, step=3):
+def _fit_nevf(fix, mov, grid, iters, opts, device, step=3, seed=0):
     """Velocity from a SIREN on a coarse grid (every ``step`` voxels), upsampled trilinearly."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = Siren().to(device)
     scale = _scale(grid, device)
     coarse = tuple(max(2, math.ceil(n / step)) for n in grid.shape)

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 def _mean_img(path) -> nib.Nifti1Image:
     from ..qc import streamed_mean_std
-    from ..sr.stream import load_series
+    from ..nifti import load_series
 
     img = load_series(path)
     if img.ndim == 3:

@@ -23,18 +23,19 @@ def cerebellar_mask(atlas: nib.Nifti1Image, margin_mm: float = 8.0) -> nib.Nifti
 
 
 def suit_on_template(suit_t1w: nib.Nifti1Image, suit_dseg: nib.Nifti1Image, template: nib.Nifti1Image,
-                     template_atlas: nib.Nifti1Image, device="cpu", sloppy=False):
+                     template_atlas: nib.Nifti1Image, device="cpu", sloppy=False, seed=0):
     """(SUIT labels on the grid of ``template``, registration statistics).
 
     ``template_atlas``: cerebellar labels on the template grid (AAL), used only as the mask."""
     mask = cerebellar_mask(template_atlas)
-    matrix = register_to_template(suit_t1w, template, mask, dof=12, device=device, sloppy=sloppy)
+    matrix = register_to_template(suit_t1w, template, mask, dof=12, device=device, sloppy=sloppy, seed=seed)
     # the deformable stage works only where the SUIT template has data (6 mm in from its edges):
     # its cut-off field of view would otherwise be an edge for the warp to stretch towards
     fov = dilate_mask(~pull_mask(np.ones(suit_t1w.shape[:3], bool), suit_t1w.affine, template.shape[:3],
                               template.affine, matrix), template.affine, 6.0)
     focus = nib.Nifti1Image(((np.asarray(mask.dataobj) > 0) & ~fov).astype(np.uint8), template.affine)
-    result = register_diffeomorphic(suit_t1w, template, matrix, fixed_mask=focus, device=device, sloppy=sloppy)
+    result = register_diffeomorphic(suit_t1w, template, matrix, fixed_mask=focus, device=device, sloppy=sloppy,
+                                    seed=seed)
     labels = resample(np.asarray(suit_dseg.dataobj), suit_dseg.affine, template.shape[:3], template.affine,
                       result.chain, order=0)
     dtype = np.uint8 if labels.max() < 256 else np.int16

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import sr_target_grid, voxel_sizes
+from ..nifti import StreamingNiftiWriter, int16_scale, load_series, voxel_sizes
+from .grid import sr_target_grid
 from .interpolate import ORDERS, interpolate_volume
-from .stream import StreamingNiftiWriter, int16_scale, load_series
 
 
 LEARNED = {"tvsr": "tvsr", "tvsr-published": "published"}  # CLI method -> training variant
-METHODS = tuple(LEARNED) + tuple(ORDERS)
 
 
 def needs_training(method: str) -> bool:

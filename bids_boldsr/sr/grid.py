@@ -38,7 +38,3 @@ def sr_target_grid(shape, affine, factor=None, voxel_size=None):
     hr_to_lr[:3, 3] = offset
     return tuple(int(s) for s in new_shape), affine @ hr_to_lr
 
-
-def voxel_sizes(affine) -> np.ndarray:
-    """Voxel sizes (mm) encoded by an affine's columns."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))

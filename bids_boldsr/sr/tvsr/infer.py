@@ -11,7 +11,8 @@ from ..grid import sr_target_grid
 from .acquisition import AcquisitionModel
 from .model import ResidualCNN
 from .resample import robust_scale, torch_trilinear
-from .train import _autocast, network_input, resolve_device, weights_sha256
+from ...devices import resolve_device
+from .common import autocast, data_consistency, network_input, weights_sha256
 
 
 @dataclass
@@ -38,7 +39,7 @@ def load_tvsr(checkpoint, device="auto") -> TVSRModel:
     net.load_state_dict(ckpt["state_dict"])
     if weights_sha256(net.state_dict()) != ckpt["sha256"]:
         raise ValueError(f"checkpoint {checkpoint} is corrupt: weights hash mismatch")
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     model = TVSRModel(net.to(dev).eval(), ckpt["config"], AcquisitionModel(**ckpt["config"]["acquisition"]),
                       dev, ckpt["sha256"], ckpt["training"])
     if dev.type == "cuda":  # a block may use ~1/4 of free GPU memory (two live activations, bf16)
@@ -59,7 +60,7 @@ def _forward_tiled(model: TVSRModel, inp: np.ndarray) -> np.ndarray:
     if np.prod(shape) <= model.max_voxels:
         edge = max(shape)
     out = np.empty(shape, np.float32)
-    with torch.no_grad(), _autocast(model.device):
+    with torch.no_grad(), autocast(model.device):
         for start in product(*[range(0, n, edge) for n in shape]):
             core = [slice(s, min(s + edge, n)) for s, n in zip(start, shape)]
             ext = [slice(max(0, c.start - margin), min(n, c.stop + margin)) for c, n in zip(core, shape)]
@@ -67,17 +68,6 @@ def _forward_tiled(model: TVSRModel, inp: np.ndarray) -> np.ndarray:
             res = model.net(block).float()[0, 0].cpu().numpy()
             out[tuple(core)] = res[tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))]
     return out
-
-
-def data_consistency(y: np.ndarray, x: np.ndarray, acq: AcquisitionModel, iters: int) -> np.ndarray:
-    """Landweber steps ``y <- y + B^T (x - B y)`` pulling ``B y`` towards the acquired ``x``.
-
-    ``B``'s rows sum to 1 and its columns to about 1/factor^3, so a unit step is stable.
-    """
-    y_t, x_t = torch.from_numpy(np.asarray(y, np.float32)), torch.from_numpy(np.asarray(x, np.float32))
-    for _ in range(iters):
-        y_t = y_t + acq.adjoint(x_t - acq.apply(y_t, x_t.shape), y_t.shape)
-    return y_t.numpy()
 
 
 def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine) -> np.ndarray:

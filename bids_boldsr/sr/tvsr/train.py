@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from ..grid import sr_target_grid
-from .acquisition import AcquisitionModel, acquisition_from_image, coarse_shape_for, sidecar_for
+from .acquisition import acquisition_from_image, coarse_shape_for, sidecar_for
+from ...devices import resolve_device
+from .common import autocast, network_input, weights_sha256
 from .model import ResidualCNN, total_variation
-from .resample import robust_scale, torch_trilinear, upsample
+from .resample import robust_scale, torch_trilinear
 
 DEFAULTS = {
     # more steps lower the held-out LR loss but over-sharpen at the finer scale: 300 is the budget
@@ -40,20 +42,6 @@ DEFAULTS = {
                       dc_iters=0),
 }
 SLOPPY = dict(steps=12, val_every=4, max_volumes=4)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def weights_sha256(state_dict) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in state_dict.items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _run_id(path: str) -> dict:
@@ -85,18 +73,6 @@ def _charbonnier(a, b, eps=1e-3):
     return torch.sqrt((a - b) ** 2 + eps * eps).mean()
 
 
-def _autocast(device):
-    """bf16 mixed precision on CUDA; a no-op context on CPU (keeps CPU runs deterministic)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def network_input(x: np.ndarray, fine_shape, acq: AcquisitionModel, hyper: dict) -> np.ndarray:
-    """What the tvsr network sees: the spline upsampling of ``x``, optionally made consistent
-    with ``x`` under ``B`` first (``input_dc`` back-projection steps)."""
-    from .infer import data_consistency  # infer imports train; avoid the cycle at import time
-    return data_consistency(upsample(x, fine_shape, order=3), x, acq, hyper.get("input_dc", 0))
-
-
 def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
     """Train ``spline(B x) -> x`` on random patches; pick weights by held-out LR volumes."""
     pairs = []
@@ -114,7 +90,7 @@ def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
 
     def val_loss():
         net.eval()
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device):
             err = [F.mse_loss(net(torch.from_numpy(u)[None, None].to(device)).float(),
                               torch.from_numpy(x)[None, None].to(device)).item() for u, x in val]
         net.train()
@@ -130,7 +106,7 @@ def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
         if hyper.get("flips"):  # B is symmetric along every axis: mirrored pairs are valid pairs
             axes = [2 + a for a in range(3) if rng.random() < 0.5]
             inp, tgt = (inp.flip(axes), tgt.flip(axes)) if axes else (inp, tgt)
-        with _autocast(device):
+        with autocast(device):
             out = net(inp).float()
             loss = data_term(out, tgt) + hyper["alpha"] * total_variation(out, reduction="mean")
         opt.zero_grad(set_to_none=True)
@@ -160,7 +136,7 @@ def _train_published(net, vols, factor, hyper, rng, device, log):
         crops = [x[_random_crop(rng, x.shape, patch)] for x in crops]
         x = torch.stack([torch.from_numpy(np.ascontiguousarray(c))[None] for c in crops]).to(device)
         fine = sr_target_grid(x.shape[2:], np.eye(4), factor=factor)[0]
-        with _autocast(device):
+        with autocast(device):
             y = net(torch_trilinear(x, fine)).float()
             loss = F.mse_loss(torch_trilinear(y, x.shape[2:]), x) + hyper["alpha"] * total_variation(y, reduction="mean")
         opt.zero_grad(set_to_none=True)
@@ -209,7 +185,7 @@ def train_tvsr(bold_files, factor=None, voxel_size=None, variant="tvsr", device=
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     log = print if verbose else (lambda *_: None)
     net = ResidualCNN(1, params["features"], params["layers"], padding_mode=params["padding_mode"],
                       zero_init=variant == "tvsr", leaky=params.get("leaky", 0.0)).to(dev)

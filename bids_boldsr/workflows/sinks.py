@@ -34,3 +34,9 @@ def sink_transforms(wf, affine, warp, xfm_path, src, dst, method, prefix):
          name=f"ds_{prefix}_warp")
     sink(wf, warp, "inverse_warp_file", xfm_path(dst, src, ".nii.gz", desc="warp"), metadata=meta,
          name=f"ds_{prefix}_inv_warp")
+
+
+def sink_static(wf, in_file, out_path, name):
+    """Copy a file known when the graph is built (a lookup table)."""
+    wf.add_nodes([pe.Node(DerivativesSink(in_file=str(in_file), out_path=str(out_path)), name=name,
+                          run_without_submitting=True)])

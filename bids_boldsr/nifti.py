@@ -1,4 +1,7 @@
-"""Write a 4-D NIfTI one volume at a time (memory independent of the number of volumes).
+"""NIfTI helpers shared by every engine: voxel sizes, and 4-D series read and written one volume at a
+time.
+
+Write a 4-D NIfTI one volume at a time (memory independent of the number of volumes).
 
 NIfTI stores x fastest and t slowest, so each volume is one contiguous block after the
 header: the header is written first and volumes are appended as they are produced.
@@ -13,6 +16,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+
+def voxel_sizes(affine) -> np.ndarray:
+    """Voxel sizes (mm) encoded by an affine's columns."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
 def load_series(path) -> nib.Nifti1Image:
