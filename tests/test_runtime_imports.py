@@ -51,3 +51,28 @@ def test_the_blocker_blocks():
     """The check above can fail: with the blocker, importing pytest is an error."""
     proc = _run(BLOCK_PYTEST + "import pytest")
     assert proc.returncode != 0 and "blocked: test-only" in proc.stderr
+
+
+def test_scratch_moves_to_the_work_dir_when_tmp_is_not_writable(tmp_path, monkeypatch):
+    """Read-only container: no writable TMPDIR or home; temporary files go under the work dir."""
+    import os
+    import tempfile
+
+    from bids_boldsr.cli.run import _writable_scratch
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing-tmp"))
+    monkeypatch.setenv("HOME", str(tmp_path / "missing-home"))
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    work = tmp_path / "work"
+    _writable_scratch(work)
+    try:
+        assert os.environ["TMPDIR"] == str(work / ".runtime" / "tmp")
+        assert os.environ["MPLCONFIGDIR"] == str(work / ".runtime" / "matplotlib")
+        assert tempfile.gettempdir() == str(work / ".runtime" / "tmp")
+    finally:
+        tempfile.tempdir = None
+    # a writable TMPDIR is left alone
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    _writable_scratch(tmp_path / "work2")
+    assert os.environ["TMPDIR"] == str(tmp_path)

@@ -104,6 +104,7 @@ def _main(argv) -> int:
     if opts.list_participants or opts.write_sbatch is not None:
         return _list_or_write_sbatch(opts, bids_dir, output_dir, work_dir, db_root)
     _check_paths(bids_dir, output_dir, work_dir, db_root)
+    _writable_scratch(work_dir)
     config = Config.create(
         bids_dir=bids_dir, output_dir=output_dir, analysis_level=opts.analysis_level,
         work_dir=work_dir, participant_label=tuple(opts.participant_label),
@@ -185,6 +186,28 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path
                                      f"{exc.strerror or exc}") from None
         if not os.access(path, os.W_OK):
             raise CannotCreateOutput(f"the {label} directory {path} is not writable")
+
+
+def _writable_scratch(work_dir: Path) -> None:
+    """Temporary files (the forkserver socket, matplotlib's cache) go under the work dir when
+    ``TMPDIR``/``MPLCONFIGDIR`` (or their defaults, the system temp folder and the home folder)
+    are not writable: containers may run with a read-only root file system, ``/tmp`` and home,
+    with only the output and work folders writable."""
+    import tempfile
+
+    try:
+        tmp = tempfile.gettempdir()
+    except FileNotFoundError:  # "No usable temporary directory found"
+        tmp = None
+    defaults = {"TMPDIR": tmp, "MPLCONFIGDIR": os.path.expanduser("~")}
+    for var, sub in (("TMPDIR", "tmp"), ("MPLCONFIGDIR", "matplotlib")):
+        current = os.environ.get(var) or defaults[var]
+        if current and os.access(current, os.W_OK):
+            continue
+        path = work_dir / ".runtime" / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+    tempfile.tempdir = None  # re-read TMPDIR
 
 
 def _available_mem_gb() -> float:
