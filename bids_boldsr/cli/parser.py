@@ -29,24 +29,20 @@ def _positive_float(text):
     return val
 
 
-def _positive_int(text):
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return val
+def _int_at_least(minimum, why=""):
+    def check(text):
+        try:
+            val = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if val < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}{why}: {text!r}")
+        return val
+    return check
 
 
-def _index(text):
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (the first participant is 0): {text!r}")
-    return val
+_positive_int = _int_at_least(1)
+_index = _int_at_least(0, " (the first participant is 0)")
 
 
 def _space(text):
