@@ -103,7 +103,8 @@ def test_bold_only_dataset(tmp_path):
     ds = _crop_bold_only(shared("ds-xa30"), tmp_path / "ds")
     out = tmp_path / "out"
     assert main([str(ds), str(out), "participant", "-w", str(tmp_path / "w"), "--sloppy",
-                 "--sr-factor", "1.5", "--sr-method", "spline", "--output-spaces", "MNI152NLin2009aSym:res-2"]) == 0
+                 "--sr-factor", "1.5", "--sr-method", "spline", "--output-spaces", "bold",
+                 "MNI152NLin2009aSym:res-2"]) == 0
     sr = nib.load(out / "sub-01/func/sub-01_task-fa_desc-sr_bold.nii.gz")
     assert sr.shape == (96, 96, 50, 6)
     tpl = nib.load(out / "sub-01/func/sub-01_task-fa_space-MNI152NLin2009aSym_res-2_desc-sr_bold.nii.gz")
