@@ -163,16 +163,20 @@ class ResolvedSpaces:
         return self.references.anat
 
 
+def _image_and_mask(name, cohort, res, cache):
+    """A template's T1w image and brain mask at resolution ``res`` (None: the only one there is)."""
+    query = {"cohort": cohort} if cohort else {}
+    return (tpl.get_template_file(name, cache, resolution=res, suffix="T1w", **query),
+            tpl.get_template_file(name, cache, resolution=res, desc="brain", suffix="mask", **query))
+
+
 def _registration_files(name, cohort, cache, sloppy):
     """A template's image and mask for registration: the 1 mm (sloppy: 2 mm) files when
     TemplateFlow has them, else the other of the two, else the only resolution there is."""
-    query = {"cohort": cohort} if cohort else {}
     first = None
     for res in ((2, 1) if sloppy else (1, 2)) + (None,):
         try:
-            return (tpl.get_template_file(name, cache, resolution=res, suffix="T1w", **query),
-                    tpl.get_template_file(name, cache, resolution=res, desc="brain", suffix="mask",
-                                          **query))
+            return _image_and_mask(name, cohort, res, cache)
         except tpl.TemplateError as exc:
             first = first or exc
     raise first
@@ -192,10 +196,7 @@ def resolve(references: SpatialReferences, cache, sloppy=False, cerebellar_atlas
             target = targets[ref.template_key]
             t1w, mask = target.t1w, target.mask
             if ref.res is not None:
-                query = {"cohort": ref.cohort} if ref.cohort else {}
-                t1w = tpl.get_template_file(ref.name, cache, resolution=ref.res, suffix="T1w", **query)
-                mask = tpl.get_template_file(ref.name, cache, resolution=ref.res, desc="brain",
-                                             suffix="mask", **query)
+                t1w, mask = _image_and_mask(ref.name, ref.cohort, ref.res, cache)
             spaces.append(TemplateSpace(ref, t1w, mask, target))
         anchor = _anchor(targets[tpl.EMBEDDED], cache, sloppy, cerebellar_atlas)
     except tpl.TemplateError as exc:

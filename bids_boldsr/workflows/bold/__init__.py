@@ -45,7 +45,7 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     dseg, dseg_out, cnn, atlas_dseg = run_cerebellum(wf, config, run, spaces.anchor, device, fit,
                                                      inputnode, dpath)
 
-    out_spaces = [template_space(wf, config, s, fit) for s in spaces.templates]
+    out_spaces = [template_space(wf, s, fit) for s in spaces.templates]
     if has_t1w and spaces.anat:
         out_spaces.append(t1w_space(wf, fit, inputnode))
     qc = pe.Node(RunQC(bold_file=str(bold), spaces=[s.label for s in out_spaces],

@@ -25,7 +25,7 @@ class Space:
     metadata: dict
 
 
-def template_space(wf, config, space, fit) -> Space:
+def template_space(wf, space, fit) -> Space:
     """A requested template: its own grid (``res-N``, else its field of view at the SR voxel size)."""
     ref = space.reference
     key = node_safe(ref.label)
