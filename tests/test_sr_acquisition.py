@@ -81,3 +81,28 @@ def test_total_variation_hand_computed():
     step = torch.zeros(2, 2, 2, dtype=torch.float64)
     step[1] = 2.0
     assert total_variation(step, eps=0.0).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("n_fine,n_coarse", [(64, 32), (63, 42), (80, 40), (66, 33)])
+def test_kspace_truncation_keeps_the_band_and_removes_the_rest(n_fine, n_coarse):
+    # a sinusoid inside the coarse band is sampled exactly at the coarse centres; one above is removed
+    mat = axis_matrix(n_fine, n_coarse, "kspace")
+    centres = (np.arange(n_coarse) - (n_coarse - 1) / 2) * n_fine / n_coarse + (n_fine - 1) / 2
+    line = np.arange(n_fine)
+    for freq in (0, 3, n_coarse // 2 - 1):
+        np.testing.assert_allclose(mat @ np.cos(2 * np.pi * freq * line / n_fine + 0.3),
+                                   np.cos(2 * np.pi * freq * centres / n_fine + 0.3), atol=1e-9)
+    np.testing.assert_allclose(mat @ np.cos(2 * np.pi * (n_coarse // 2 + 2) * line / n_fine), 0, atol=1e-9)
+    # apodisation tapers the edge of the band but keeps constants
+    tapered = axis_matrix(n_fine, n_coarse, "kspace", apodisation=0.5)
+    edge = np.cos(2 * np.pi * (n_coarse // 2 - 1) * line / n_fine)
+    assert np.abs(tapered @ edge).max() < 0.5 * np.abs(mat @ edge).max()
+    np.testing.assert_allclose(tapered.sum(1), 1, atol=1e-9)
+
+
+def test_box_slice_profile_follows_thickness():
+    # 2-voxel slices at 0.5 thickness ratio: each covers the middle fine voxel of its 3, a slice gap
+    np.testing.assert_allclose(axis_matrix(6, 2, "box", fwhm=1.0), [[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0]],
+                               atol=1e-12)
+    gap = AcquisitionModel(slice_axis=2, thickness_ratio=0.5, profile="box", inplane="kspace")
+    np.testing.assert_allclose(gap.apply(np.full((8, 8, 4), 3.0), (4, 4, 2)), 3.0, rtol=1e-6)

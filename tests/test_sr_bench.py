@@ -27,11 +27,52 @@ def test_bench_sr_writes_table_and_json(tmp_path, capsys):
                      "--json", str(out), "--work-dir", str(tmp_path / "work")])
     assert rc == 0
     result = json.loads(out.read_text())
-    assert result["factor"] == 2 and result["degradation"] == "acquisition"
+    assert result["factor"] == 2 and result["degradation"] == "gaussian"
+    true, assumed = result["true_psf"], result["assumed_psf"]  # the default degradation is the assumed model
+    assert true.pop("thickness_ratio") == pytest.approx(assumed.pop("thickness_ratio"), rel=1e-5)
+    assert true == assumed
     assert "compute_epi_mask" in result["mask"] and "percentile" in result["psnr_max"]
     methods = result["methods"]
-    assert set(methods) == {"tvsr", "tvsr-published", "spline", "trilinear"}
+    assert set(methods) == {"tvsr", "tvsr-published", "spline-dc", "spline", "trilinear"}
+    assert methods["spline-dc"]["psnr"] > methods["spline"]["psnr"] + 0.3  # matched B: measured +0.78 dB
     assert methods["spline"]["psnr"] > methods["trilinear"]["psnr"] + 0.5  # measured: +1.5 dB
     assert 15 < methods["trilinear"]["psnr"] < 40 and 0.5 < methods["spline"]["ssim"] < 1
     assert methods["tvsr"]["psnr"] > methods["spline"]["psnr"]  # even seconds of training + B-consistency
     assert "tvsr" in capsys.readouterr().out
+
+
+def test_degradation_family():
+    from bids_boldsr.bench.sr import DEGRADATIONS, degradation_model
+    from bids_boldsr.sr.tvsr import AcquisitionModel
+
+    acq = AcquisitionModel(slice_axis=2, thickness_ratio=0.9)
+    assert degradation_model("gaussian", acq) == acq
+    assert degradation_model("box", acq) == AcquisitionModel(slice_axis=None, profile="box")
+    kspace = degradation_model("kspace", acq)
+    assert (kspace.inplane, kspace.profile, kspace.slice_axis) == ("kspace", "box", 2)
+    draws = {degradation_model("mixed", acq, seed) for seed in range(8)}
+    assert len(draws) == 8 and degradation_model("mixed", acq, 3) == degradation_model("mixed", acq, 3)
+    assert {d.inplane for d in draws} == {"box", "kspace"} and {d.profile for d in draws} == {"box", "gaussian"}
+    assert all(0.8 <= d.thickness_ratio <= 1.3 and 0 <= d.apodisation <= 0.5 for d in draws)
+    with pytest.raises(ValueError, match="unknown degradation"):
+        degradation_model("sinc", acq)
+    assert set(DEGRADATIONS) == {"box", "gaussian", "kspace", "mixed"}
+
+
+def test_bench_sr_psf_family_and_nodc(tmp_path):
+    if not BOLD.exists():
+        pytest.skip(f"real data not found at {DATA} (../shared/data next to the repository)")
+    out = tmp_path / "sr.json"
+    assert bench_main(["sr", "--bold", str(BOLD), "--factor", "2", "--volumes", "1", "--sloppy",
+                       "--degradation", "kspace", "--methods", "tvsr-family,tvsr-family-nodc,spline",
+                       "--json", str(out), "--work-dir", str(tmp_path / "work")]) == 0
+    result = json.loads(out.read_text())
+    assert result["true_psf"]["inplane"] == "kspace" and result["assumed_psf"]["inplane"] == "box"
+    methods = result["methods"]
+    assert set(methods) == {"tvsr-family", "tvsr-family-nodc", "spline"}
+    assert methods["tvsr-family"]["train_seconds"] == methods["tvsr-family-nodc"]["train_seconds"]  # one model
+    assert methods["tvsr-family"]["psnr"] != methods["tvsr-family-nodc"]["psnr"]
+    ckpts = list((tmp_path / "work" / "models").glob("*.pt"))
+    assert len(ckpts) == 1
+    import torch
+    assert torch.load(ckpts[0], weights_only=False)["config"]["hyper"]["psf"] == "family"

@@ -56,7 +56,7 @@ def references(bold_path, factor, workdir, sloppy, seed):
     from ..sr.tvsr import load_tvsr, super_resolve_volume
     from .sr import simulate_run
 
-    hr, hr_affine, lr, lr_affine, lr_path = simulate_run(bold_path, factor, "acquisition", workdir)
+    hr, hr_affine, lr, lr_affine, lr_path, _ = simulate_run(bold_path, factor, "gaussian", workdir)
     hr_ref, _, _ = bold_reference(nib.Nifti1Image(hr, hr_affine))
     lr_ref, _, _ = bold_reference(nib.Nifti1Image(lr, lr_affine))
     lr_vol = np.asarray(lr_ref.dataobj, np.float32)

@@ -1,8 +1,9 @@
 """``bids-boldsr-bench sr``: super-resolution against interpolation baselines on a real BOLD run.
 
-Each real volume is taken as HR; LR is simulated from it (the acquisition model ``B`` or plain box
-averaging); every method reconstructs on the HR grid from the LR only (tvsr is trained on the LR
-run, never on HR). PSNR/SSIM inside an EPI brain mask of the HR mean.
+Each real volume is taken as HR; LR is simulated from it by one of a family of point-spread
+functions (``DEGRADATIONS``); every method reconstructs on the HR grid from the LR only (tvsr is
+trained on the LR run, never on HR) and is never told which PSF made it. PSNR/SSIM inside an EPI
+brain mask of the HR mean.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,8 +26,18 @@ from ..sr.grid import sr_target_grid
 from ..sr.interpolate import interpolate_volume
 from ..sr.tvsr import AcquisitionModel, acquisition_from_image, load_tvsr, super_resolve_volume, train_tvsr
 from ..sr.tvsr.acquisition import sidecar_for
+from ..sr.tvsr.common import data_consistency
+from ..sr.tvsr.psf_family import random_acquisition
 
 MASK_DOC = "nilearn.masking.compute_epi_mask of the HR temporal mean"
+DEGRADATIONS = {
+    "box": "voxel averaging: a box as wide as the LR voxel along every axis",
+    "gaussian": "box in-plane, Gaussian slice profile FWHM = LR slice thickness (tvsr's default model)",
+    "kspace": "in-plane k-space truncation to the LR matrix (periodic sinc), box through-plane",
+    "mixed": "one PSF drawn per run (seeded): in-plane box or k-space with Tukey apodisation 0-0.5, "
+             "slice profile box or Gaussian, thickness 0.8-1.3 x the LR slice spacing",
+}
+SPLINE_DC_ITERS = 50  # as many as tvsr's own data-consistency refinement
 MAX_DOC = "99.9th percentile of the HR volume inside the mask"
 
 
@@ -65,14 +77,27 @@ def simulation_grids(hr_shape, hr_affine, factor):
     return tuple(crop), tuple(lr_shape), lr_affine, zooms
 
 
-def simulate_run(bold, factor, degradation, workdir):
+def degradation_model(degradation, acq: AcquisitionModel, seed=0) -> AcquisitionModel:
+    """The PSF that makes the LR run (``DEGRADATIONS``); ``acq`` is the run's own slice geometry."""
+    if degradation in ("gaussian", "acquisition"):
+        return acq
+    if degradation == "box":
+        return AcquisitionModel(slice_axis=None, profile="box")
+    if degradation == "kspace":
+        return replace(acq, inplane="kspace", profile="box", thickness_ratio=1.0)
+    if degradation == "mixed":
+        return random_acquisition(np.random.default_rng(seed), acq.slice_axis)
+    raise ValueError(f"unknown degradation {degradation!r}; choose from {sorted(DEGRADATIONS)}")
+
+
+def simulate_run(bold, factor, degradation, workdir, seed=0):
     """Write the simulated LR run (and its sidecar) to ``workdir``; return HR data and LR path."""
     img = nib.load(str(bold))
     hr_shape, lr_shape, lr_affine, zooms = simulation_grids(img.shape, img.affine, factor)
     hr = np.asarray(img.dataobj[:hr_shape[0], :hr_shape[1], :hr_shape[2]], dtype=np.float32)
     meta = json.loads(sidecar_for(bold).read_text()) if sidecar_for(bold).exists() else {}
     acq = acquisition_from_image(img, meta)
-    model = acq if degradation == "acquisition" else AcquisitionModel(slice_axis=None, profile="box")
+    model = degradation_model(degradation, acq, seed)
     lr = np.stack([model.apply(hr[..., t], lr_shape) for t in range(hr.shape[3])], axis=-1)
     lr_path = Path(workdir) / f"lr-x{factor}-{degradation}_bold.nii.gz"
     lr_img = nib.Nifti1Image(lr, lr_affine)
@@ -83,12 +108,17 @@ def simulate_run(bold, factor, degradation, workdir):
     thickness = float(meta.get("SliceThickness") or spacing)
     sidecar = {"SliceThickness": thickness * factor, "SpacingBetweenSlices": spacing * factor}
     sidecar_for(lr_path).write_text(json.dumps(sidecar))
-    return hr, img.affine, lr, lr_affine, lr_path
+    return hr, img.affine, lr, lr_affine, lr_path, model
 
 
-def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine):
+def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine, assumed=None):
+    """One method's reconstruction; ``spline-dc`` is spline + 50 data-consistency steps under the
+    model the app assumes from the LR run's header and sidecar (``assumed``), not the true PSF."""
     if method in models:
         return super_resolve_volume(models[method], lr_vol, lr_affine)
+    if method == "spline-dc":
+        spline = interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method="spline")
+        return data_consistency(spline, lr_vol, assumed, SPLINE_DC_ITERS)
     return interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method=method)
 
 
@@ -136,7 +166,10 @@ def parse_args(argv):
     p.add_argument("--bold", required=True, help="a 4-D BOLD NIfTI (its volumes are the HR reference)")
     p.add_argument("--factor", type=float, required=True)
     p.add_argument("--volumes", type=int, default=5, help="volumes scored (evenly spaced)")
-    p.add_argument("--degradation", choices=["acquisition", "box"], default="acquisition")
+    p.add_argument("--degradation", choices=[*DEGRADATIONS, "acquisition"], default="gaussian",
+                   help="the PSF that makes the LR run: " + "; ".join(f"{k}: {v}" for k, v in DEGRADATIONS.items())
+                        + " ('acquisition' is the old name of 'gaussian')")
+    p.add_argument("--psf-seed", type=int, default=0, help="seed of the 'mixed' PSF draw")
     p.add_argument("--device", default="cpu")
     p.add_argument("--slice-profile", choices=["gaussian", "box"], default="gaussian",
                    help="the slice profile tvsr's acquisition model assumes (default: Gaussian, whatever "
@@ -148,7 +181,10 @@ def parse_args(argv):
                    help="train tvsr on the real run and stream N of its SR volumes to disk, in a fresh "
                         "process per N; report volumes/s and peak RSS")
     p.add_argument("--throughput-method", choices=["tvsr", "spline"], default="tvsr")
-    p.add_argument("--methods", default="tvsr,tvsr-published,spline,trilinear")
+    p.add_argument("--methods", default="tvsr,tvsr-published,spline-dc,spline,trilinear",
+                   help="comma-separated: tvsr, tvsr-family (trained on the psf_family draws instead of "
+                        "the assumed model), tvsr-published, NAME-nodc (a tvsr model without its "
+                        "data-consistency steps), spline-dc, spline, trilinear")
     p.add_argument("--work-dir", help="keeps simulated data and checkpoints (default: temporary)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
@@ -167,25 +203,37 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        hr, hr_affine, lr, lr_affine, lr_path = simulate_run(args.bold, args.factor, args.degradation, work)
+        hr, hr_affine, lr, lr_affine, lr_path, truth = simulate_run(args.bold, args.factor, args.degradation, work,
+                                                                   args.psf_seed)
+        assumed = acquisition_from_image(nib.load(str(lr_path)), sidecar_for(lr_path))
         mask = compute_epi_mask(nib.Nifti1Image(hr.mean(-1), hr_affine)).get_fdata() > 0
         models, result = {}, {"factor": args.factor, "degradation": args.degradation, "mask": MASK_DOC,
+                              "degradation_doc": DEGRADATIONS.get(args.degradation, DEGRADATIONS["gaussian"]),
+                              "true_psf": asdict(truth), "assumed_psf": asdict(assumed),
+                              "spline_dc_iters": SPLINE_DC_ITERS,
                               "tvsr_slice_profile": args.slice_profile,
                               "psnr_max": MAX_DOC, "bold": str(args.bold), "hr_shape": list(hr.shape),
                               "lr_shape": list(lr.shape), "methods": {}}
-        for method, variant in (("tvsr", "tvsr"), ("tvsr-published", "published")):
-            if method in methods:
+        trained = {"tvsr": ("tvsr", {"slice_profile": args.slice_profile, **hyper}),
+                   "tvsr-family": ("tvsr", {"slice_profile": args.slice_profile, **hyper, "psf": "family"}),
+                   "tvsr-published": ("published", {})}
+        for method, (variant, options) in trained.items():
+            if method in methods or f"{method}-nodc" in methods:
                 ckpt = train_tvsr([lr_path], factor=args.factor, variant=variant, device=args.device,
-                                  sloppy=args.sloppy, out_dir=work / "models",
-                                  **({"slice_profile": args.slice_profile, **hyper} if variant == "tvsr" else {}))
+                                  sloppy=args.sloppy, out_dir=work / "models", **options)
                 models[method] = load_tvsr(ckpt, args.device)
-                result["methods"][method] = {"train_seconds": models[method].training["seconds"],
-                                             "selected_step": models[method].training["best_step"]}
+                if f"{method}-nodc" in methods:  # the same weights without the data-consistency steps
+                    models[f"{method}-nodc"] = replace(models[method], config={
+                        **models[method].config, "hyper": {**models[method].config["hyper"], "dc_iters": 0}})
+                for name in (method, f"{method}-nodc"):
+                    if name in methods:
+                        result["methods"][name] = {"train_seconds": models[method].training["seconds"],
+                                                   "selected_step": models[method].training["best_step"]}
         picks = np.unique(np.linspace(0, hr.shape[3] - 1, min(args.volumes, hr.shape[3])).round().astype(int))
         for method in methods:
             scores, start = [], time.perf_counter()
             for t in picks:
-                out = _method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine)
+                out = _method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine, assumed)
                 ref = hr[..., t]
                 top = float(np.percentile(ref[mask], 99.9))
                 scores.append((psnr(ref, out, mask, top), ssim(ref, out, mask, top)))
@@ -193,7 +241,7 @@ def main(argv=None) -> int:
             entry.update({"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
                           "seconds": (time.perf_counter() - start) / len(picks)})
             if args.functional:
-                sr = np.stack([_method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine)
+                sr = np.stack([_method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine, assumed)
                                for t in range(hr.shape[3])], -1)
                 entry["functional"] = functional_check(hr, sr, mask)
         if args.throughput:  # the product path: train on the real run itself, stream its SR to disk

@@ -10,6 +10,11 @@ against the point-spread of one acquired voxel, then sampling at the acquired vo
 * slice axis: the slice profile, a Gaussian with FWHM = slice thickness. The thickness is given
   relative to the slice spacing (``SliceThickness / SpacingBetweenSlices`` from the sidecar, 1 when
   unknown) so ``FWHM = s * thickness_ratio`` fine voxels; a slice gap (ratio < 1) narrows it.
+  ``profile="box"`` makes it a box of that width instead.
+* ``inplane="kspace"``: the in-plane axes are acquired as a smaller k-space matrix instead of voxel
+  averaging: the fine image's spectrum truncated to the coarse matrix (a periodic sinc point-spread,
+  with an optional Tukey apodisation of the outer ``apodisation`` fraction of k-space), sampled at
+  the coarse voxel centres. This is how a scanner makes a coarser matrix.
 
 Rows are normalised to sum 1, so a constant image stays constant even at the field-of-view edges.
 Everything is in voxel units of the fine grid, so the same ``B`` relates HR->LR and LR->LR/s
@@ -37,13 +42,17 @@ def coarse_centres(n_fine: int, n_coarse: int) -> np.ndarray:
     return (np.arange(n_coarse) - (n_coarse - 1) / 2.0) * step + (n_fine - 1) / 2.0
 
 
-def axis_matrix(n_fine: int, n_coarse: int, profile: str = "box", fwhm: float | None = None) -> np.ndarray:
-    """``(n_coarse, n_fine)`` matrix: blur with a box (width = coarse voxel) or Gaussian, then sample."""
+def axis_matrix(n_fine: int, n_coarse: int, profile: str = "box", fwhm: float | None = None,
+                apodisation: float = 0.0) -> np.ndarray:
+    """``(n_coarse, n_fine)`` matrix: blur with a box or Gaussian of width ``fwhm`` fine voxels
+    (default: one coarse voxel), or truncate k-space (``"kspace"``), then sample."""
     step = n_fine / n_coarse
     centres = coarse_centres(n_fine, n_coarse)[:, None]
     lo, hi = np.arange(n_fine)[None, :] - 0.5, np.arange(n_fine)[None, :] + 0.5  # fine voxel faces
+    if profile == "kspace":
+        return _kspace_matrix(n_fine, n_coarse, centres, apodisation)
     if profile == "box":
-        half = step / 2.0
+        half = max(float(fwhm if fwhm is not None else step), 1e-3) / 2.0
         weights = np.clip(np.minimum(hi, centres + half) - np.maximum(lo, centres - half), 0, None)
     elif profile == "gaussian":
         sigma = max(float(fwhm if fwhm is not None else step), 1e-3) * FWHM_TO_SIGMA
@@ -54,12 +63,29 @@ def axis_matrix(n_fine: int, n_coarse: int, profile: str = "box", fwhm: float | 
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+def _kspace_matrix(n_fine, n_coarse, centres, apodisation):
+    """The fine line's DFT kept for the central ``n_coarse`` frequencies (the two Nyquist bins of
+    an even matrix at half weight, so the kernel is real), Tukey-tapered, evaluated at ``centres``."""
+    k = np.arange(-(n_coarse // 2), n_coarse // 2 + 1, dtype=float)
+    weight = np.ones_like(k)
+    if n_coarse % 2 == 0:
+        weight[[0, -1]] = 0.5
+    if apodisation > 0:
+        r = np.abs(k) / (n_coarse / 2.0)  # 1 at the acquired edge
+        edge = r > 1 - apodisation
+        weight[edge] *= 0.5 * (1 + np.cos(np.pi * (r[edge] - 1 + apodisation) / apodisation))
+    phase = 2 * np.pi * (np.arange(n_fine)[None, :] - centres)[..., None] * k / n_fine
+    return (np.cos(phase) * weight).sum(-1) / n_fine  # rows sum to weight[k == 0] = 1
+
+
 @dataclass(frozen=True)
 class AcquisitionModel:
-    """Parameters of ``B`` (see module docstring). ``slice_axis=None`` means box on all axes."""
+    """Parameters of ``B`` (see module docstring). ``slice_axis=None``: every axis is in-plane."""
     slice_axis: int | None = 2
     thickness_ratio: float = 1.0
-    profile: str = "gaussian"  # slice profile; "box" turns B into plain voxel averaging
+    profile: str = "gaussian"  # slice profile; "box" (with in-plane "box") is plain voxel averaging
+    inplane: str = "box"       # "box" (voxel averaging) or "kspace" (a smaller acquired matrix)
+    apodisation: float = 0.0   # Tukey taper of the outer fraction of k-space ("kspace" only)
 
     def matrices(self, fine_shape, coarse_shape) -> list[np.ndarray]:
         return _matrices(self, tuple(int(n) for n in fine_shape), tuple(int(n) for n in coarse_shape))
@@ -67,10 +93,10 @@ class AcquisitionModel:
     def _build(self, fine_shape, coarse_shape) -> list[np.ndarray]:
         mats = []
         for axis, (nf, nc) in enumerate(zip(fine_shape, coarse_shape)):
-            if axis == self.slice_axis and self.profile == "gaussian":
-                mats.append(axis_matrix(nf, nc, "gaussian", fwhm=nf / nc * self.thickness_ratio))
+            if axis == self.slice_axis:
+                mats.append(axis_matrix(nf, nc, self.profile, fwhm=nf / nc * self.thickness_ratio))
             else:
-                mats.append(axis_matrix(nf, nc, "box"))
+                mats.append(axis_matrix(nf, nc, self.inplane, apodisation=self.apodisation))
         return mats
 
     def apply(self, vol, coarse_shape):

@@ -30,13 +30,15 @@ from .acquisition import acquisition_from_image, coarse_shape_for, sidecar_for
 from ...devices import resolve_device
 from .common import autocast, network_input, weights_sha256
 from .model import ResidualCNN, total_variation
+from .psf_family import random_acquisition
 from .resample import robust_scale, torch_trilinear
 
 DEFAULTS = {
     # more steps lower the held-out LR loss but over-sharpen at the finer scale: 300 is the budget
     "tvsr": dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
                  val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
-                 dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate"),
+                 dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
+                 psf_draws=2),
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
@@ -74,14 +76,20 @@ def _charbonnier(a, b, eps=1e-3):
 
 
 def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
-    """Train ``spline(B x) -> x`` on random patches; pick weights by held-out LR volumes."""
-    pairs = []
+    """Train ``spline(B x) -> x`` on random patches; pick weights by held-out LR volumes.
+
+    ``psf="family"``: each volume makes ``psf_draws`` pairs, each degraded by its own draw from
+    ``psf_family`` instead of the assumed ``acq`` (the network learns to undo any of them)."""
+    per_volume = []
     for vol in vols:
-        coarse = acq.apply(vol, coarse_shape_for(vol.shape, factor))
-        pairs.append((network_input(coarse, vol.shape, acq, hyper), vol))
-    n_val = max(1, len(pairs) // 8) if len(pairs) > 1 else 0
-    val = pairs[::max(1, len(pairs) // n_val)][:n_val] if n_val else pairs[:1]
-    train = [p for p in pairs if not any(p is v for v in val)] or pairs
+        draws = ([random_acquisition(rng, acq.slice_axis) for _ in range(hyper["psf_draws"])]
+                 if hyper.get("psf") == "family" else [acq])
+        per_volume.append([(network_input(m.apply(vol, coarse_shape_for(vol.shape, factor)), vol.shape, m, hyper),
+                            vol) for m in draws])
+    n_val = max(1, len(vols) // 8) if len(vols) > 1 else 0  # held out by volume, all its draws
+    held = set(range(0, len(vols), max(1, len(vols) // n_val))[:n_val]) if n_val else set()
+    val = [p for i in sorted(held) for p in per_volume[i]] or per_volume[0]
+    train = [p for i, group in enumerate(per_volume) if i not in held for p in group] or val
     opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hyper["steps"], eta_min=hyper["lr"] / 20)
     patch = [hyper["patch"]] * 3

@@ -1,0 +1,21 @@
+"""A family of plausible BOLD point-spread functions, for training that must not depend on knowing
+the scanner's: in-plane voxel averaging or k-space truncation (Tukey apodisation 0-0.5 of the outer
+k-space), a box or Gaussian slice profile 0.8-1.3 slice spacings thick (a gap below 1)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .acquisition import AcquisitionModel
+
+THICKNESS = (0.8, 1.3)
+APODISATION = (0.0, 0.5)
+
+
+def random_acquisition(rng: np.random.Generator, slice_axis: int | None = 2) -> AcquisitionModel:
+    """One draw from the family (``rng`` makes it reproducible)."""
+    kspace = bool(rng.random() < 0.5)
+    return AcquisitionModel(slice_axis=2 if slice_axis is None else slice_axis,
+                            inplane="kspace" if kspace else "box",
+                            apodisation=float(rng.uniform(*APODISATION)) if kspace else 0.0,
+                            profile=str(rng.choice(["box", "gaussian"])),
+                            thickness_ratio=float(rng.uniform(*THICKNESS)))
