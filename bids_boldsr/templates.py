@@ -25,10 +25,22 @@ class TemplateError(RuntimeError):
     """A template (or one of its files) cannot be found offline or downloaded."""
 
 
+_CLIENTS: dict = {}
+
+
 def _client(root: Path):
+    """One TemplateFlow client per root and per state of its template folders: the first query of
+    a client indexes the whole root (seconds), later ones reuse the index, and a template folder
+    that changed (a file added or removed) gets a fresh client."""
     from templateflow.client import TemplateFlowClient
 
-    return TemplateFlowClient(root=root, autoupdate=False)
+    root = Path(root)
+    state = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(root) if e.name.startswith("tpl-"))
+                  ) if root.is_dir() else ()
+    key = (str(root.resolve()), state)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = TemplateFlowClient(root=root, autoupdate=False)
+    return _CLIENTS[key]
 
 
 def _existing(paths) -> list[Path]:

@@ -51,3 +51,21 @@ def test_other_template_from_templateflow_home(tmp_path, template_cache, monkeyp
     assert found == tpl / "tpl-MyTpl_res-2_T1w.nii.gz"
     with pytest.raises(templates.TemplateError, match="not available offline"):
         templates.get_template_file("MyTpl", template_cache, resolution=1, suffix="T1w")
+
+
+def test_template_index_is_reused_and_sees_new_files(tmp_path):
+    # the first query of a TemplateFlow root indexes it (seconds); later ones reuse the client,
+    # and a file added to a template folder gets a fresh index
+    import shutil
+
+    from bids_boldsr import templates
+
+    root = templates.seed_embedded(tmp_path)
+    first = templates._client(root)
+    assert templates._client(root) is first
+    tpl = root / "tpl-MNI152NLin2009aSym"
+    shutil.copy(tpl / "tpl-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz",
+                tpl / "tpl-MNI152NLin2009aSym_res-3_desc-brain_mask.nii.gz")
+    assert templates._client(root) is not first
+    hit = templates.get_template_file("MNI152NLin2009aSym", tmp_path, resolution=3, suffix="mask", desc="brain")
+    assert hit.name == "tpl-MNI152NLin2009aSym_res-3_desc-brain_mask.nii.gz"
