@@ -65,23 +65,27 @@ def metric_rows(qc: dict, section: str) -> list[dict]:
 
 
 def template_files(label: str, entities: str, cache_dir) -> dict:
-    """The template's T1w, brain mask, GM/WM probabilities and cerebellar atlas (None when absent)."""
-    from ..templates import get_template_file
+    """The template's T1w, brain mask, GM/WM probabilities and cerebellar atlas (None when absent),
+    found by name in TEMPLATEFLOW_HOME and the embedded copy (a TemplateFlow query indexes the whole
+    home folder, ~10 s per file)."""
+    from ..templates import EMBEDDED, seed_embedded, user_home
 
     res = next((int(e.removeprefix("res-")) for e in entities.split("_") if e.startswith("res-")
                 and e.removeprefix("res-").isdigit()), 2)
-
-    def get(**query):
-        for r in dict.fromkeys((res, 2, 1)):
-            try:
-                return get_template_file(label, cache_dir, resolution=r, **query)
-            except Exception:  # noqa: BLE001 - not offline / not in this template
-                continue
-        return None
-
-    return {"t1w": get(suffix="T1w"), "mask": get(desc="brain", suffix="mask"),
-            "gm": get(label="GM", suffix="probseg"), "wm": get(label="WM", suffix="probseg"),
-            "cerebellum": get(atlas="AAL", desc="cerebellum", suffix="dseg")}
+    roots = [user_home()] + ([seed_embedded(cache_dir)] if label == EMBEDDED else [])
+    suffixes = {"t1w": "T1w", "mask": "desc-brain_mask", "gm": "label-GM_probseg", "wm": "label-WM_probseg",
+                "cerebellum": "atlas-AAL_desc-cerebellum_dseg"}
+    out = dict.fromkeys(suffixes)
+    for key, suffix in suffixes.items():
+        for root in roots:
+            folder = Path(root) / f"tpl-{label}"
+            hits = [p for r in dict.fromkeys((res, 2, 1)) for fmt_ in (f"{r}", f"{r:02d}")
+                    for p in sorted(folder.glob(f"tpl-{label}_res-{fmt_}_{suffix}.nii.gz"))
+                    if p.stat().st_size > 0]  # TemplateFlow skeletons hold empty placeholders
+            if hits:
+                out[key] = hits[0]
+                break
+    return out
 
 
 class _Figures:
