@@ -68,9 +68,9 @@ def jacobian_map(warp_file, template_mask_file, out_png) -> dict:
 
     cmap = matplotlib.colormaps["RdBu_r"].copy()
     cmap.set_bad("black")
-    fig, ax = plt.subplots(figsize=(9, 2.6))
-    im = ax.imshow(P.mosaic(shown, zs), cmap=cmap, vmin=-1, vmax=1)
-    ax.contour(P.mosaic(m.astype(float), zs), levels=[0.5], colors="k", linewidths=0.5)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    im = ax.imshow(P.mosaic(shown, zs, 3), cmap=cmap, vmin=-1, vmax=1)
+    ax.contour(P.mosaic(m.astype(float), zs, 3), levels=[0.5], colors="k", linewidths=0.5)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.9, label="log2 Jacobian determinant")
     P.save(fig, out_png)

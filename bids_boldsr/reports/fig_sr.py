@@ -132,9 +132,9 @@ def consistency_map(input_file, sr_file, mask_file, sidecar: dict, out_png) -> d
     shown, m = _ras(pct, lr.affine), _ras(mask, lr.affine) > 0
     zs = P.slice_indices(shown, 6, m)
     vmax = max(5.0, float(np.percentile(pct[mask], 99))) if mask.any() else 5.0
-    fig, ax = plt.subplots(figsize=(9, 2.6))
-    im = ax.imshow(P.mosaic(shown, zs), cmap="inferno", vmin=0, vmax=vmax)
-    ax.contour(P.mosaic(m.astype(float), zs), levels=[0.5], colors="c", linewidths=0.6)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    im = ax.imshow(P.mosaic(shown, zs, 3), cmap="inferno", vmin=0, vmax=vmax)
+    ax.contour(P.mosaic(m.astype(float), zs, 3), levels=[0.5], colors="c", linewidths=0.6)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.9, label="|x - B y| (% of median brain signal)")
     P.save(fig, out_png)
