@@ -247,3 +247,31 @@ def test_group_report_in_browser(xa30_run, browser, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#strip-fd_mean a[href^='sub-01.html']").click()
     assert browser.current_url.endswith("sub-01.html#sub-01_task-fa_run-1")
     _check_media_loads(browser)
+
+
+def test_reports_only_rebuilds_from_disk(xa30_run, tmp_path):
+    """--reports-only on a copy of the outputs: the page and its figures come back, nothing in the
+    work directory is touched (no step recomputed), and the numbers are those of the QC table."""
+    import time
+
+    from bids_boldsr.cli.run import main
+
+    ds, out, work, _ = xa30_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    (copy / "sub-01.html").unlink()
+    shutil.rmtree(copy / "sub-01" / "figures")
+    wf_dir = next(work.glob("bids_boldsr_*_wf"))
+    before = max(p.stat().st_mtime for p in wf_dir.rglob("*"))
+    t0 = time.time()
+    assert main([str(ds), str(copy), "participant", "--reports-only", "-w", str(work)]) == 0
+    assert max(p.stat().st_mtime for p in wf_dir.rglob("*")) == before
+    page = (copy / "sub-01.html").read_text()
+    figures = sorted(p.name for p in (copy / "sub-01" / "figures").iterdir())
+    assert f"{RUN}_desc-srafter_bold.png" in figures and f"{RUN}_desc-carpet_bold.png" in figures
+    assert all(f"sub-01/figures/{name}" in page for name in figures)
+    qc = pd.read_csv(copy / "sub-01" / "sub-01_qc.tsv", sep="\t").iloc[0]
+    assert f'data-metric="tsnr_sr">{fmt(float(qc["tsnr_sr"]))}<' in page
+    assert time.time() - t0 < 180
+    assert main([str(ds), str(copy), "group", "--reports-only", "-w", str(work)]) == 0
+    assert (copy / "group_report.html").is_file() and (copy / "group_bold.tsv").is_file()

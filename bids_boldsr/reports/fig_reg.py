@@ -66,8 +66,7 @@ def jacobian_map(warp_file, template_mask_file, out_png) -> dict:
     zs = P.slice_indices(np.nan_to_num(shown) + m, 6, m)
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("black")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="black")
     fig, ax = plt.subplots(figsize=(8, 5))
     im = ax.imshow(P.mosaic(shown, zs, 3), cmap=cmap, vmin=-1, vmax=1)
     ax.contour(P.mosaic(m.astype(float), zs, 3), levels=[0.5], colors="k", linewidths=0.5)

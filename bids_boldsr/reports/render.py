@@ -10,10 +10,11 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "reports"
 
 @lru_cache(maxsize=1)
 def _env():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    # lenient undefined: a figure that could not be made is simply absent from the page
     return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                       trim_blocks=True, lstrip_blocks=True)
 
 
 def render(template: str, **context) -> str:
