@@ -22,7 +22,7 @@ def flicker(moving_img, ref_img, ref_mask_img, before_chain, after_chain, figdir
     frames = [_ras_on(P.resample_like(moving_img, shape, affine, chain, order=1), affine)
               for chain in (before_chain, after_chain)]
     mask = _ras_on(P.resample_like(ref_mask_img, shape, affine, (), order=0), affine) > 0
-    zs = P.slice_indices(frames[1], 6, mask)
+    zs = P.slice_indices(frames[1], 6, mask & (np.abs(frames[1]) > 0))  # slices the moving image covers
     edge = P.mosaic(mask.astype(np.float32), zs, 3)
     vmin, vmax = P.window(frames[1], mask)
     return {key: P.frame_png(P.mosaic(frame, zs, 3), figdir / f"{stem}{key}_bold.png", vmin, vmax,
