@@ -35,8 +35,11 @@ def real_crash(log_dir: Path) -> Path:
     wf.add_nodes([pe.Node(Function(["x"], ["y"], boom), name="super_resolve")])
     wf.get_node("super_resolve").inputs.x = 1
     wf.config["execution"].update({"crashdump_dir": str(log_dir), "crashfile_format": "txt"})
-    with pytest.raises(RuntimeError):
-        wf.run(plugin="Linear")
+    try:
+        with pytest.raises(RuntimeError):
+            wf.run(plugin="Linear")
+    finally:
+        shutil.rmtree(wf.base_dir, ignore_errors=True)
     (crash,) = log_dir.glob("crash-*.txt")
     return crash
 
