@@ -20,6 +20,19 @@ def shared(*parts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def xa30_run(tmp_path_factory):
+    """One real participant run of ds-xa30 (sloppy), shared by the end-to-end and report tests."""
+    from bids_boldsr.cli.run import main
+
+    ds = shared("ds-xa30")
+    root = tmp_path_factory.mktemp("xa30")
+    out, work = root / "out", root / "work"
+    argv = [str(ds), str(out), "participant", "-w", str(work), "--sloppy", "--nprocs", "2"]
+    assert main(argv) == 0
+    return ds, out, work, argv
+
+
+@pytest.fixture(scope="session")
 def template_cache(tmp_path_factory) -> Path:
     """A work dir with the embedded template seeded once for the whole test session."""
     from bids_boldsr.templates import seed_embedded

@@ -19,16 +19,6 @@ def _crop_bold_only(src_ds, dst, n_volumes=6):
     return make_bids(dst, cut, sub="01", task="fa", tr=1.0)
 
 
-@pytest.fixture(scope="module")
-def xa30_run(tmp_path_factory):
-    ds = shared("ds-xa30")
-    root = tmp_path_factory.mktemp("xa30")
-    out, work = root / "out", root / "work"
-    argv = [str(ds), str(out), "participant", "-w", str(work), "--sloppy", "--nprocs", "2"]
-    assert main(argv) == 0
-    return ds, out, work, argv
-
-
 def test_native_sr_bold(xa30_run):
     ds, out, _, _ = xa30_run
     src = nib.load(ds / "sub-01/func/sub-01_task-fa_run-1_bold.nii.gz")
@@ -95,7 +85,7 @@ def test_rerun_reuses_and_group(xa30_run, caplog):
     assert main([str(ds), str(out), "group", "-w", str(work)]) == 0
     table = pd.read_csv(out / "group_bold.tsv", sep="\t", dtype={"subject": str})
     assert list(table["run"]) == ["sub-01_task-fa_run-1"]
-    assert (out / "group_bold.html").is_file()
+    assert (out / "group_report.html").is_file()
     assert sorted(p.name for p in ds.rglob("*")) == before  # input dataset untouched
 
 

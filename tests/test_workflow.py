@@ -35,7 +35,7 @@ def test_graph_with_t1w(tmp_path, template_cache):
     nodes = _nodes(graph)
     run = "sub_01_wf.bold_sub_01_task_rest_wf"
     for name in ("boldref", "hmc", "coreg", "super_resolve", "cerebellum_dseg",
-                 "to_MNI152NLin2009aSym", "qc", "figures"):
+                 "to_MNI152NLin2009aSym", "qc"):
         assert f"{run}.{name}" in nodes, name
     assert "sub_01_wf.t1w_to_MNI152NLin2009aSym" in nodes
     assert nodes["sub_01_wf.t1w_to_MNI152NLin2009aSym"].inputs.dof == 12
@@ -75,7 +75,7 @@ def test_graph_with_t1w(tmp_path, template_cache):
     assert feeds == {("sr_boldref", ("out_file", "in_file")), ("cerebellum_dseg", ("out_file", "atlas_file")),
                      ("inputnode", ("atlas_file", "template_atlas")),
                      ("chain_MNI152NLin2009aSym", ("out", "xfm_files"))}
-    for reader, field in (("cerebellum_summaries", "dseg_file"), ("qc", "dseg_file"), ("figures", "dseg_file"),
+    for reader, field in (("cerebellum_summaries", "dseg_file"), ("qc", "dseg_file"),
                           ("ds_dseg", "in_file")):
         feeds = {(u.name, c) for u, v, data in graph.in_edges(nodes[f"{run}.{reader}"], data=True)
                  for c in data["connect"]}

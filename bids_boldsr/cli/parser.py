@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the super-resolved voxel size) and/or TemplateFlow templates with optional "
                         "':cohort-X' and ':res-N', each registered on its own (default: bold "
                         "MNI152NLin2009aSym, the embedded offline template)")
+    g.add_argument("--reports-only", action="store_true",
+                   help="rebuild the reports (sub-<label>.html; at the group level also "
+                        "group_report.html) from the outputs already in output_dir, computing nothing "
+                        "else; -w names the folder holding the template cache")
     g = p.add_argument_group("clusters (SLURM job arrays, Nipype plugins; docs/hpc.md)")
     g.add_argument("--participant-index", "--participant_index", type=_index, default=None,
                    metavar="N", help="process only the N-th participant (0-based) of the sorted "

@@ -116,6 +116,10 @@ def _main(argv) -> int:
         cerebellum=opts.cerebellum, cerebellar_atlas=opts.cerebellar_atlas,
         random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)
+    if opts.reports_only:
+        from ..reports.build import reports_only
+
+        return reports_only(config)
     if config.analysis_level == "group":
         from ..reports.group import run_group
 
@@ -260,7 +264,23 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
         config.output_dir / "logs" / config.run_uuid)
     wf.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                                    "remove_unnecessary_outputs": False})
-    return _execute(wf, config, crash_dir, sorted(subjects), plugin, plugin_args)
+    try:
+        code = _execute(wf, config, crash_dir, sorted(subjects), plugin, plugin_args)
+    except BoldSRError:  # failed steps: the reports list them
+        _reports(config, sorted(subjects), plugin)
+        raise
+    _reports(config, sorted(subjects), plugin)
+    return code
+
+
+def _reports(config, labels, plugin) -> None:
+    """Participant reports from the outputs on disk (graph plugins return before the jobs ran)."""
+    if plugin in GRAPH_PLUGINS:
+        LOG.info("reports: run the same command with --reports-only once the jobs have finished")
+        return
+    from ..reports.build import write_participant_reports
+
+    write_participant_reports(config, labels)
 
 
 # Plugins that submit the whole graph as dependent batch jobs and return at once.

@@ -12,7 +12,7 @@ def run_group(config) -> int:
     import pandas as pd
 
     from ..atomic import atomic_write_text
-    from ..reports.html import group_report
+    from .group_page import group_report
 
     out = config.output_dir
     files = sorted(out.glob("sub-*/sub-*_qc.tsv"))

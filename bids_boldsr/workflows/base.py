@@ -28,20 +28,15 @@ def init_bids_boldsr_wf(config, subjects: dict, spaces, device, config_files: di
 
 
 def init_single_subject_wf(config, subject, data, spaces, device, config_file):
-    from ..boilerplate import methods_text
     from ..sr.apply import needs_training
 
     wf = pe.Workflow(name=f"sub_{node_safe(subject)}_wf")
     t1w, runs = data["t1w"], data["bold"]
     qc_merge = pe.Node(niu.Merge(len(runs)), name="qc_files")
-    fig_merge = pe.Node(niu.Merge(len(runs)), name="figure_lists")
-    report = pe.Node(ParticipantReport(output_dir=str(config.output_dir), subject=subject,
-                                       config_file=str(config_file),
-                                       boilerplate=methods_text(config, t1w is not None)),
+    # the QC table; the page is built from the outputs on disk after the workflow (cli/run.py)
+    report = pe.Node(ParticipantReport(output_dir=str(config.output_dir), subject=subject),
                      name="report", run_without_submitting=True)
     wf.connect([(qc_merge, report, [("out", "qc_files")])])
-    fig_merge.inputs.no_flatten = True  # one list of figures per run
-    wf.connect(fig_merge, "out", report, "figures")
 
     if spaces.anat and t1w is None:
         LOG.warning("sub-%s has no T1w: the T1w output space is skipped for its runs", subject)
@@ -75,6 +70,5 @@ def init_single_subject_wf(config, subject, data, spaces, device, config_file):
             stats = normalisations[stats_key].stats
             if stats is not None:
                 wf.connect(stats[0], stats[1], bold_wf, "inputnode.registration_file")
-        wf.connect([(bold_wf, qc_merge, [("outputnode.qc_file", f"in{i}")]),
-                    (bold_wf, fig_merge, [("outputnode.figures", f"in{i}")])])
+        wf.connect([(bold_wf, qc_merge, [("outputnode.qc_file", f"in{i}")])])
     return wf

@@ -1,7 +1,7 @@
 """Per-run workflow, composed along the data flow:
 
 ``fit`` (reference, motion, SR, coregistration) -> ``apply`` (resample once into each output
-space) -> ``cerebellum`` (labels on the native SR grid) -> QC and figures; ``outputs`` holds the
+space) -> ``cerebellum`` (labels on the native SR grid) -> QC; ``outputs`` holds the
 native-grid sinks."""
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ...interfaces.outputs import RunQC
-from ...interfaces.reports import RunFigures
 from ..names import node_safe, run_name
 from .apply import resample_into, t1w_space, template_space
 from .cerebellum import run_cerebellum
@@ -24,7 +23,8 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     ``t1w_mask``, and per normalisation target ``t1w_to_<key>_xfm`` (pull chain template -> T1w) and
     ``<key>_to_t1w_xfm`` (its inverse); ``registration_file`` (statistics of the diffeomorphic stage
     of the first template space, optional); ``checkpoint`` (SR model, optional); ``atlas_file``
-    (cerebellar lobules on the anchor grid). Outputs: ``qc_file``, ``figures``.
+    (cerebellar lobules on the anchor grid). Output: ``qc_file`` (the report figures are made from the
+    outputs on disk after the workflow, ``bids_boldsr.reports``).
     """
     from ...bids import derivative_path
 
@@ -32,7 +32,7 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     wf = pe.Workflow(name=name or f"bold_{node_safe(run_name(ents))}_wf")
     inputnode = pe.Node(niu.IdentityInterface(["t1w_file", "t1w_mask", "registration_file", "checkpoint",
                                                "atlas_file"] + t1w_input_fields(spaces)), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(["qc_file", "figures"]), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(["qc_file"]), name="outputnode")
 
     def dpath(suffix, ext=".nii.gz", **extra):
         return str(derivative_path(config.output_dir, ents, "func", suffix, ext, **extra))
@@ -52,15 +52,10 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
                        info={"run": run_name(ents), "subject": ents["sub"], "sr_method": config.sr_method,
                              "repetition_time": run.repetition_time}),
                  name="qc", mem_gb=2.0)
-    figs = pe.Node(RunFigures(run_name=run_name(ents)), name="figures", mem_gb=2.0)
     merges = {key: pe.Node(niu.Merge(max(len(out_spaces), 1)), name=f"{key}_per_space")
               for key in ("warped_masks", "space_masks", "fovs")}
     for i, space in enumerate(out_spaces, start=1):
-        resampled, space_mask = resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta)
-        if i == 1:  # the alignment figure shows the first output space
-            figs.inputs.template_name = space.label
-            wf.connect([(resampled, figs, [("out_file", "template_bold_file")]),
-                        (space_mask, figs, [("out", "template_mask_file")])])
+        resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta)
     if out_spaces:
         wf.connect([(merges["warped_masks"], qc, [("out", "warped_mask_files")]),
                     (merges["space_masks"], qc, [("out", "template_mask_files")]),
@@ -69,10 +64,7 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     wf.connect([(fit.sr, qc, [("out_file", "sr_file")]), (fit.boldref, qc, [("mask_file", "mask_file")]),
                 (inputnode, qc, [("registration_file", "registration_file")]),
                 (fit.hmc, qc, [("confounds_file", "confounds_file")]), (dseg, qc, [(dseg_out, "dseg_file")]),
-                (fit.sr, figs, [("out_file", "sr_file")]), (dseg, figs, [(dseg_out, "dseg_file")]),
-                (fit.hmc, figs, [("confounds_file", "confounds_file")]),
-                (qc, outputnode, [("qc_file", "qc_file")]), (figs, outputnode, [("figures", "figures")])])
+                (qc, outputnode, [("qc_file", "qc_file")])])
     if cnn is not None:
-        wf.connect([(cnn, qc, [("tissue_file", "tissue_file")]), (atlas_dseg, qc, [("out_file", "atlas_file")]),
-                    (cnn, figs, [("tissue_file", "tissue_file")])])
+        wf.connect([(cnn, qc, [("tissue_file", "tissue_file")]), (atlas_dseg, qc, [("out_file", "atlas_file")])])
     return wf
