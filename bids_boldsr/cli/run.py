@@ -168,6 +168,7 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path
     """Refuse folders inside the dataset; create the output, work (and pybids index) folders, or
     with ``index_only`` just the one that will hold the pybids index."""
     from ..bids import check_dataset
+    from ..validate import check_writable
 
     check_dataset(bids_dir)
     folders = {"output": output_dir, "work": work_dir, "bids database": db_root}
@@ -184,8 +185,7 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path
         except OSError as exc:
             raise CannotCreateOutput(f"cannot create the {label} directory {path}: "
                                      f"{exc.strerror or exc}") from None
-        if not os.access(path, os.W_OK):
-            raise CannotCreateOutput(f"the {label} directory {path} is not writable")
+        check_writable(path, label)  # a real probe: os.access is always True for root
 
 
 def _writable_scratch(work_dir: Path) -> None:
@@ -220,8 +220,10 @@ def _available_mem_gb() -> float:
 def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None = None,
                     participant_index: int | None = None, db_root: Path | None = None) -> int:
     from .. import bids
+    from ..validate import check_run, check_sr_options
     from ..workflows.base import init_bids_boldsr_wf
 
+    check_sr_options(config.sr_factor, config.sr_voxel_size)
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir)
     layout = bids.load_layout(config.bids_dir, config.work_dir, db_root)
@@ -241,6 +243,7 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
             LOG.warning("sub-%s: no BOLD runs match the filters; skipped", label)
     if not subjects:
         raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    check_run(config, subjects)  # SR grid size, writable folders, free space: before anything
     from ..devices import resolve_device
     from ..spaces import resolve
 
