@@ -284,14 +284,15 @@ def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None 
 def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
     from ..workflows.names import node_safe
 
+    from ..crashes import install_short_crash_log
+
+    install_short_crash_log()
     t0 = time.time()
     try:
         wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
     except Exception as exc:  # noqa: BLE001 - nipype re-raises a failed node's error as is
-        crashes = list(Path(crash_dir).glob("crash-*"))
-        if crashes:
-            raise BoldSRError(f"{len(crashes)} processing step(s) failed; crash reports in "
-                              f"{crash_dir}") from None
+        if list(Path(crash_dir).glob("crash-*")):
+            raise _crashed(config, crash_dir, subjects) from None
         if isinstance(exc, OSError):
             raise  # one line and exit 74 in main
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
@@ -307,6 +308,27 @@ def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=No
            f"{reused} reused from the work directory {config.work_dir}")
     LOG.info(msg)
     return EX_OK
+
+
+def _crashed(config, crash_dir, subjects) -> BoldSRError:
+    """File the crash reports under ``sub-<label>/log/<run_uuid>/``, print the one-screen
+    summary; the error to raise: exit 1 (74 when a step ran out of disk space)."""
+    from ..crashes import file_crashes, summary
+    from ..workflows.names import node_safe
+
+    log_dirs = {f"sub_{node_safe(s)}_wf": config.output_dir / f"sub-{s}" / "log" / config.run_uuid
+                for s in subjects}
+    crashes = file_crashes(crash_dir, log_dirs)
+    for folder in (Path(crash_dir), Path(crash_dir).parent):
+        if folder.name in (config.run_uuid, "logs") and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the shared crash folder, emptied by filing
+    print("\n".join(summary(crashes)), file=sys.stderr, flush=True)
+    where = ", ".join(sorted({str(c.path.parent) for c in crashes}))
+    full = any(c.no_space for c in crashes)
+    return BoldSRError(f"{len(crashes)} processing step(s) failed"
+                       f"{' (no space left on device)' if full else ''}; crash reports in {where}; "
+                       "finished steps are kept: fix the cause and rerun the same command",
+                       EX_IOERR if full else None)
 
 
 def _reuse_counts(wf_dirs, since: float) -> tuple[int, int]:
