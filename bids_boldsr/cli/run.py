@@ -220,6 +220,8 @@ def _available_mem_gb() -> float:
 def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None = None,
                     participant_index: int | None = None, db_root: Path | None = None) -> int:
     from .. import bids
+    from ..atomic import remove_stale_temporaries
+    from ..provenance import write_provenance
     from ..validate import check_run, check_sr_options
     from ..workflows.base import init_bids_boldsr_wf
 
@@ -252,9 +254,11 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
     bids.write_dataset_description(config.output_dir, config.bids_dir,
                                    container=os.environ.get("BIDS_BOLDSR_CONTAINER"))
     config_files, log_dirs = {}, {}
-    for label in subjects:
+    for label in subjects:  # a killed earlier run of these participants may have left temporaries
+        remove_stale_temporaries(config.output_dir / f"sub-{label}")
         log_dirs[label] = config.output_dir / f"sub-{label}" / "log" / config.run_uuid
         config_files[label] = config.to_json(log_dirs[label] / "config.json")
+        write_provenance(log_dirs[label], config.random_seed)  # seed and software versions
     n_runs = sum(len(d["bold"]) for d in subjects.values())
     LOG.info("%d participant(s), %d BOLD run(s); device %s; work dir %s", len(subjects), n_runs,
              device, config.work_dir)

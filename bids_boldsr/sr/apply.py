@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..nifti import load_series, series_max_abs, voxel_sizes, write_series
+from ..provenance import software_versions
 from .grid import sr_target_grid
 from .interpolate import ORDERS, interpolate_volume
 
@@ -83,6 +84,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         "OutputShape": list(shape) + [n],
         "Device": str(device),
         "ModelHash": _sha256(checkpoint) if checkpoint else None,
+        "SoftwareVersions": software_versions(),
     }
     if checkpoint:
         from .tvsr import tvsr_metadata
