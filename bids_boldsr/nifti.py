@@ -98,7 +98,13 @@ class StreamingNiftiWriter:
         self.written += 1
 
     def __exit__(self, exc_type, exc, tb):
-        self._fh.close()
+        try:
+            self._fh.close()  # gzip flushes here: a full disk may fail now
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise
+            return False
         if exc_type is None and self.written != self.shape[3]:
             self._tmp.unlink(missing_ok=True)
             raise ValueError(f"wrote {self.written} of {self.shape[3]} volumes")
