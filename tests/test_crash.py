@@ -75,6 +75,8 @@ def test_crash_report_in_participant_log(crashed_run):
     reports = list((out / "sub-01" / "log").glob("*/crash-*.txt"))
     assert len(reports) == 1 and "injected failure in run-2" in reports[0].read_text()
     assert (reports[0].parent / "config.json").is_file()  # beside the run's saved settings
+    prov = json.loads((reports[0].parent / "provenance.json").read_text())
+    assert prov["RandomSeed"] == 0 and prov["SoftwareVersions"]["torch"] == __import__("torch").__version__
     assert not (out / "logs").exists()
 
 
@@ -83,6 +85,8 @@ def test_other_run_kept(crashed_run):
     func = out / "sub-01" / "func"
     sr = nib.load(func / "sub-01_task-fa_run-1_desc-sr_bold.nii.gz")
     assert sr.shape == (128, 128, 66, 4)
+    meta = json.loads((func / "sub-01_task-fa_run-1_desc-sr_bold.json").read_text())
+    assert meta["SoftwareVersions"]["bids-boldsr"] == __import__("bids_boldsr").__version__
     assert not (func / "sub-01_task-fa_run-2_desc-sr_bold.nii.gz").exists()
     assert not list(out.rglob("*.part")) and not list(out.rglob(".*.part*"))
 
