@@ -73,8 +73,9 @@ class StreamingNiftiWriter:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.name.endswith(".gz"):
-            self._fh = gzip.open(self._tmp, "wb", compresslevel=self.compresslevel)
+        if self.path.name.endswith(".gz"):  # no name, no time in the gzip header: reproducible bytes
+            self._fh = gzip.GzipFile(filename="", mode="wb", compresslevel=self.compresslevel,
+                                     fileobj=open(self._tmp, "wb"), mtime=0)
         else:
             self._fh = open(self._tmp, "wb")
         self._fh.write(self.header.binaryblock)
@@ -98,8 +99,13 @@ class StreamingNiftiWriter:
         self.written += 1
 
     def __exit__(self, exc_type, exc, tb):
+        raw = getattr(self._fh, "fileobj", None)  # GzipFile does not close a file it was given
         try:
-            self._fh.close()  # gzip flushes here: a full disk may fail now
+            try:
+                self._fh.close()  # gzip flushes here: a full disk may fail now
+            finally:
+                if raw is not None:
+                    raw.close()
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             if exc_type is None:

@@ -89,8 +89,11 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     if checkpoint:
         from .tvsr import tvsr_metadata
 
+        # the sidecar is reproducible: the model is named by its weights' hash (the checkpoint
+        # file also holds the training's wall-clock time, left out here with TrainingSeconds)
         meta.update({k: v for k, v in tvsr_metadata(checkpoint).items()
-                     if k != "SuperResolutionMethod"})
+                     if k not in ("SuperResolutionMethod", "TrainingSeconds")})
+        meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
     return meta
 
 
