@@ -4,6 +4,7 @@ participant's other runs are still written, and the exit code is 1 (74 for a ful
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -31,7 +32,7 @@ ARGS = ["--sloppy", "--sr-method", "spline", "--output-spaces", "bold", "--cereb
 
 
 @pytest.fixture(scope="module")
-def crashed_run(tmp_path_factory):
+def crashed_run(tmp_path_factory, template_cache):
     """One real run in which run-2's super-resolution raises (Linear plugin: in-process, so the
     engine can be replaced); module-scoped, shared by the assertions below."""
     from bids_boldsr.sr import apply
@@ -45,6 +46,10 @@ def crashed_run(tmp_path_factory):
             raise RuntimeError("injected failure in run-2")
         return real(bold_file, *a, **k)
     apply.super_resolve_bold = flaky
+    # the session's seeded template, an empty TEMPLATEFLOW_HOME (see test_scaleout.templates)
+    saved = {k: os.environ.get(k) for k in ("BIDS_BOLDSR_EMBEDDED_TEMPLATES", "TEMPLATEFLOW_HOME")}
+    os.environ["BIDS_BOLDSR_EMBEDDED_TEMPLATES"] = str(template_cache / "templateflow")
+    os.environ["TEMPLATEFLOW_HOME"] = str(root / "templateflow-home")
     import io
     import sys
 
@@ -55,6 +60,11 @@ def crashed_run(tmp_path_factory):
     finally:
         sys.stderr = old
         apply.super_resolve_bold = real
+        for key, val in saved.items():
+            if val is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = val
     return code, err.getvalue(), root / "out"
 
 
@@ -102,7 +112,7 @@ def _crash_text(node, error):
     ("ValueError: boom", 1, ""),
     ("OSError: [Errno 28] No space left on device", 74, " (no space left on device)"),
 ])
-def test_crashes_filed_per_participant(tmp_path, capsys, monkeypatch, error, code, tail):
+def test_crashes_filed_per_participant(tmp_path, capsys, monkeypatch, template_cache, error, code, tail):
     """Two participants: the shared crash folder is emptied into each one's log folder."""
     from nipype.pipeline.engine import Workflow
 
@@ -126,6 +136,7 @@ def test_crashes_filed_per_participant(tmp_path, capsys, monkeypatch, error, cod
         raise RuntimeError("Workflow did not execute cleanly. Check log for details")
     monkeypatch.setattr(Workflow, "run", crash)
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "tf"))
+    monkeypatch.setenv("BIDS_BOLDSR_EMBEDDED_TEMPLATES", str(template_cache / "templateflow"))
     rc = main([str(ds), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"),
                "--skip-bids-validation", "--output-spaces", "bold", "--sr-method", "spline"])
     err = capsys.readouterr().err
