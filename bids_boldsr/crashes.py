@@ -29,9 +29,11 @@ def read_crash(path) -> Crash:
         lines = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return Crash("?", f"crash report unreadable ({exc.strerror or exc})", path)
-    node = next((x[6:].strip() for x in lines if x.startswith("Node: ")), path.name)
-    body = [x.strip() for x in lines if x.strip()]
-    return Crash(node, body[-1] if body else "(empty crash report)", path)
+    node = next((x[6:].strip() for x in lines if x.startswith("Node: ")),
+                path.name.removesuffix(".txt").removesuffix(".pklz"))
+    body = [x.strip() for x in lines if x.strip() and not x.strip().startswith("Traceback")
+            and x.strip() != "..."]
+    return Crash(node, body[-1] if body else "(no error line: see the crash report)", path)
 
 
 def file_crashes(crash_dir, log_dirs: dict) -> list[Crash]:

@@ -53,12 +53,14 @@ def crashed_run(tmp_path_factory, template_cache):
     import io
     import sys
 
-    err, old = io.StringIO(), sys.stderr
-    sys.stderr = err
+    from bids_boldsr.cli.run import LOG
+
+    err, old, handlers = io.StringIO(), sys.stderr, LOG.handlers
+    sys.stderr, LOG.handlers = err, []  # main() adds a handler on this stderr
     try:
         code = main([str(ds), str(root / "out"), "participant", "-w", str(root / "work"), *ARGS])
     finally:
-        sys.stderr = old
+        sys.stderr, LOG.handlers = old, handlers
         apply.super_resolve_bold = real
         for key, val in saved.items():
             if val is None:
@@ -147,6 +149,18 @@ def test_crashes_filed_per_participant(tmp_path, capsys, monkeypatch, template_c
         assert f"  sub_{sub}_wf.bold_task_rest_wf.sr: {error}" in err
     assert not (out / "logs").exists()
     assert err.strip().splitlines()[-1].startswith(f"bids-boldsr: error: 2 processing step(s) failed{tail}; ")
+
+
+def test_crash_report_without_node_line(tmp_path):
+    """A report that is only a traceback: named after its file, never a 'Traceback' line."""
+    from bids_boldsr.crashes import read_crash, summary
+
+    path = tmp_path / "crash-20260101-000000-root-hmc-1234.txt"
+    path.write_text("Traceback ...")
+    crash = read_crash(path)
+    assert crash.node == "crash-20260101-000000-root-hmc-1234"
+    assert crash.error == "(no error line: see the crash report)"
+    assert "Traceback" not in "\n".join(summary([crash]))
 
 
 def test_nipype_crash_log_keeps_one_line():
