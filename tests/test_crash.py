@@ -55,12 +55,22 @@ def crashed_run(tmp_path_factory, template_cache):
 
     from bids_boldsr.cli.run import LOG
 
+    import logging
+
     err, old, handlers = io.StringIO(), sys.stderr, LOG.handlers
     sys.stderr, LOG.handlers = err, []  # main() adds a handler on this stderr
+    # nipype's own handlers write here too (they may hold an earlier test's closed stream)
+    nipype = [h for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils")
+              for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in nipype]
+    for h in nipype:
+        h.stream = err  # (setStream would flush a closed stream)
     try:
         code = main([str(ds), str(root / "out"), "participant", "-w", str(root / "work"), *ARGS])
     finally:
         sys.stderr, LOG.handlers = old, handlers
+        for h, stream in zip(nipype, streams):
+            h.stream = stream
         apply.super_resolve_bold = real
         for key, val in saved.items():
             if val is None:
