@@ -49,3 +49,15 @@ def atomic_save_nifti(img, path) -> Path:
     with replacing(path, suffix=".part" + ext) as tmp:
         nib.save(img, tmp)
     return Path(path)
+
+
+def remove_stale_temporaries(folder) -> int:
+    """Delete the temporaries (``.<name>.<random>.part[.ext]``) that a killed run left under
+    ``folder``; returns how many. Only for folders that no other live run writes into (a
+    participant's own output folder)."""
+    count = 0
+    for tmp in Path(folder).rglob(".*.part*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count

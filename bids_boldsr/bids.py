@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .errors import BadInputData, InputMissing, NoDataSelected, ValidationError
+from .errors import InputMissing, NoDataSelected, UsageError, ValidationError
 
 # BIDS entity order for derivative file names (BIDS specification, appendix "entity table").
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
@@ -118,7 +118,7 @@ def load_layout(bids_dir: Path, work_dir: Path, db_root: Path | None = None):
         try:
             os.chmod(tmp, 0o755)  # as a plain mkdir would make it (mkdtemp: 0700)
             built = BIDSLayout(str(bids_dir), indexer=indexer, database_path=str(tmp),
-                               reset_database=True)
+                               reset_database=True, validate=False)
             built.connection_manager.engine.dispose()
             del built
             try:
@@ -128,7 +128,9 @@ def load_layout(bids_dir: Path, work_dir: Path, db_root: Path | None = None):
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return BIDSLayout(str(bids_dir), database_path=str(db), reset_database=False)
+    # validate=False: --skip-bids-validation must work without dataset_description.json (the
+    # dataset is checked by validate_dataset unless skipped)
+    return BIDSLayout(str(bids_dir), database_path=str(db), reset_database=False, validate=False)
 
 
 def bold_query(subject: str, tasks=(), filters=None) -> dict:
@@ -143,8 +145,11 @@ def bold_query(subject: str, tasks=(), filters=None) -> dict:
 def participants_with_bold(layout, labels=(), tasks=(), filters=None) -> list[str]:
     """The sorted participants (all, or ``labels``) with at least one BOLD run matching the
     selection: the list ``--participant-index`` counts in and ``--list-participants`` prints."""
+    from .validate import check_filters
+
+    check_filters(layout, filters)
     selected = [s for s in select_participants(layout, labels)
-                if layout.get(return_type="file", **bold_query(s, tasks, filters))]
+                if _get(layout, bold_query(s, tasks, filters))]
     if not selected:
         raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
     return selected
@@ -154,7 +159,8 @@ def select_participants(layout, labels) -> list[str]:
     available = sorted(layout.get_subjects())
     if not labels:
         if not available:
-            raise NoDataSelected("the dataset has no participants")
+            raise NoDataSelected(f"no sub-<label> folders with data in {layout.root}: is it a BIDS "
+                                 "dataset? (give the folder holding dataset_description.json)")
         return available
     missing = sorted(set(labels) - set(available))
     if missing:
@@ -164,45 +170,38 @@ def select_participants(layout, labels) -> list[str]:
 
 
 def collect_data(layout, subject: str, tasks=(), filters=None) -> dict:
-    """BOLD runs (checked) and the T1w (or None) of one participant."""
+    """BOLD runs and the T1w (or None) of one participant, each read and checked (exit 65)."""
+    from .validate import check_filters, check_t1w
+
     filters = filters or {}
-    bold_files = sorted(layout.get(return_type="file", **bold_query(subject, tasks, filters)))
+    check_filters(layout, filters)
+    bold_files = sorted(_get(layout, bold_query(subject, tasks, filters)))
     t1w_query = {"subject": subject, "datatype": "anat", "suffix": "T1w",
                  "extension": [".nii", ".nii.gz"], **filters.get("t1w", {})}
-    t1w_files = sorted(layout.get(return_type="file", **t1w_query))
-    return {"bold": [bold_run(layout, f) for f in bold_files],
-            "t1w": Path(t1w_files[0]) if t1w_files else None}
+    t1w_files = sorted(_get(layout, t1w_query))
+    runs = [bold_run(layout, f) for f in bold_files]
+    if t1w_files:
+        check_t1w(t1w_files[0], root=Path(layout.root))
+    return {"bold": runs, "t1w": Path(t1w_files[0]) if t1w_files else None}
+
+
+def _get(layout, query: dict) -> list:
+    """``layout.get`` (files) with pybids' errors on bad filter values as one line (exit 64)."""
+    try:
+        return layout.get(return_type="file", **query)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"the BIDS query {query} failed: {exc} (check --bids-filter-file)") from None
 
 
 def bold_run(layout, path) -> BoldRun:
-    """Read and check one BOLD run's header and metadata (exit 65 on bad data)."""
-    import nibabel as nib
+    """Read and check one BOLD run's data and metadata (``validate.check_bold``; exit 65)."""
+    from .validate import check_bold
 
     path = Path(path)
-    try:
-        img = nib.load(path)
-        shape = img.shape
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt files
-        raise BadInputData(f"{path.name}: cannot read the image ({exc})") from None
-    if len(shape) != 4 or shape[3] < 2:
-        raise BadInputData(f"{path.name}: BOLD must be 4-D with at least 2 volumes, got shape {shape}")
-    import numpy as np
-
-    first = np.asarray(img.dataobj[..., 0], dtype=np.float32)
-    if not np.isfinite(first).all():
-        raise BadInputData(f"{path.name}: the first volume contains NaN or infinite values")
-    if float(first.max()) == float(first.min()):
-        raise BadInputData(f"{path.name}: the first volume is constant (no signal)")
     meta = layout.get_metadata(str(path)) if layout is not None else {}
-    tr = meta.get("RepetitionTime")
-    if tr is None:
-        zooms = img.header.get_zooms()
-        units = img.header.get_xyzt_units()[1]
-        tr = float(zooms[3]) / (1000.0 if units == "msec" else 1.0)
-    if not tr or tr <= 0:
-        raise BadInputData(f"{path.name}: no RepetitionTime in the sidecar or header")
+    tr = check_bold(path, meta, root=Path(layout.root) if layout is not None else None)
     ents = entities_of(path)
-    return BoldRun(path=path, entities=ents, repetition_time=float(tr),
+    return BoldRun(path=path, entities=ents, repetition_time=tr,
                    task_name=meta.get("TaskName", ents.get("task", "")))
 
 

@@ -73,8 +73,9 @@ class StreamingNiftiWriter:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.name.endswith(".gz"):
-            self._fh = gzip.open(self._tmp, "wb", compresslevel=self.compresslevel)
+        if self.path.name.endswith(".gz"):  # no name, no time in the gzip header: reproducible bytes
+            self._fh = gzip.GzipFile(filename="", mode="wb", compresslevel=self.compresslevel,
+                                     fileobj=open(self._tmp, "wb"), mtime=0)
         else:
             self._fh = open(self._tmp, "wb")
         self._fh.write(self.header.binaryblock)
@@ -89,12 +90,27 @@ class StreamingNiftiWriter:
             raise ValueError("more volumes written than declared")
         if self.scale is not None:
             info = np.iinfo(self.dtype)
-            vol = np.clip(np.round(vol / self.scale), info.min, info.max)
+            vol = np.round(vol / self.scale)
+            if not (vol.min(initial=0) >= info.min and vol.max(initial=0) <= info.max):
+                raise Int16Overflow(f"volume {self.written} exceeds the int16 range at scale "
+                                    f"{self.scale:g}")
+            vol = np.clip(vol, info.min, info.max)
         self._fh.write(np.asarray(vol, dtype=self.dtype).tobytes(order="F"))
         self.written += 1
 
     def __exit__(self, exc_type, exc, tb):
-        self._fh.close()
+        raw = getattr(self._fh, "fileobj", None)  # GzipFile does not close a file it was given
+        try:
+            try:
+                self._fh.close()  # gzip flushes here: a full disk may fail now
+            finally:
+                if raw is not None:
+                    raw.close()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise
+            return False
         if exc_type is None and self.written != self.shape[3]:
             self._tmp.unlink(missing_ok=True)
             raise ValueError(f"wrote {self.written} of {self.shape[3]} volumes")
@@ -103,6 +119,36 @@ class StreamingNiftiWriter:
         else:
             self._tmp.unlink(missing_ok=True)
         return False
+
+
+class Int16Overflow(ValueError):
+    """A volume does not fit the int16 range chosen for the series (the writer never clips)."""
+
+
+def series_max_abs(img) -> float:
+    """The largest absolute finite value over every volume of a 4-D image (read one at a time)."""
+    top = 0.0
+    for t in range(img.shape[3]):
+        vol = np.abs(np.asarray(img.dataobj[..., t], dtype=np.float32))
+        top = max(top, float(vol[np.isfinite(vol)].max(initial=0.0)))
+    return top
+
+
+def write_series(path, shape4d, affine, header, volume, max_abs: float, headroom: float = 1.5):
+    """Write ``volume(t)`` for every t as int16 scaled for ``headroom * max_abs`` (the whole
+    series' range); when a volume still overflows that range (an overshoot beyond the head-room),
+    write the series again as float32: no value is ever clipped. Returns the dtype written."""
+    try:
+        with StreamingNiftiWriter(path, shape4d, affine, header=header, dtype=np.int16,
+                                  scale=int16_scale(headroom * max_abs)) as writer:
+            for t in range(shape4d[3]):
+                writer.write_volume(volume(t))
+        return np.int16
+    except Int16Overflow:
+        with StreamingNiftiWriter(path, shape4d, affine, header=header, dtype=np.float32) as writer:
+            for t in range(shape4d[3]):
+                writer.write_volume(volume(t))
+        return np.float32
 
 
 def int16_scale(max_abs: float) -> float:

@@ -172,6 +172,7 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path
     """Refuse folders inside the dataset; create the output, work (and pybids index) folders, or
     with ``index_only`` just the one that will hold the pybids index."""
     from ..bids import check_dataset
+    from ..validate import check_writable
 
     check_dataset(bids_dir)
     folders = {"output": output_dir, "work": work_dir, "bids database": db_root}
@@ -188,8 +189,7 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path, db_root: Path
         except OSError as exc:
             raise CannotCreateOutput(f"cannot create the {label} directory {path}: "
                                      f"{exc.strerror or exc}") from None
-        if not os.access(path, os.W_OK):
-            raise CannotCreateOutput(f"the {label} directory {path} is not writable")
+        check_writable(path, label)  # a real probe: os.access is always True for root
 
 
 def _writable_scratch(work_dir: Path) -> None:
@@ -224,8 +224,12 @@ def _available_mem_gb() -> float:
 def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None = None,
                     participant_index: int | None = None, db_root: Path | None = None) -> int:
     from .. import bids
+    from ..atomic import remove_stale_temporaries
+    from ..provenance import write_provenance
+    from ..validate import check_run, check_sr_options
     from ..workflows.base import init_bids_boldsr_wf
 
+    check_sr_options(config.sr_factor, config.sr_voxel_size)
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir)
     layout = bids.load_layout(config.bids_dir, config.work_dir, db_root)
@@ -245,6 +249,7 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
             LOG.warning("sub-%s: no BOLD runs match the filters; skipped", label)
     if not subjects:
         raise NoDataSelected("no BOLD runs match the participant/task/filter selection")
+    check_run(config, subjects)  # SR grid size, writable folders, free space: before anything
     from ..devices import resolve_device
     from ..spaces import resolve
 
@@ -253,9 +258,11 @@ def run_participant(config, plugin: str = "MultiProc", plugin_args: dict | None 
     bids.write_dataset_description(config.output_dir, config.bids_dir,
                                    container=os.environ.get("BIDS_BOLDSR_CONTAINER"))
     config_files, log_dirs = {}, {}
-    for label in subjects:
+    for label in subjects:  # a killed earlier run of these participants may have left temporaries
+        remove_stale_temporaries(config.output_dir / f"sub-{label}")
         log_dirs[label] = config.output_dir / f"sub-{label}" / "log" / config.run_uuid
         config_files[label] = config.to_json(log_dirs[label] / "config.json")
+        write_provenance(log_dirs[label], config.random_seed)  # seed and software versions
     n_runs = sum(len(d["bold"]) for d in subjects.values())
     LOG.info("%d participant(s), %d BOLD run(s); device %s; work dir %s", len(subjects), n_runs,
              device, config.work_dir)
@@ -301,14 +308,15 @@ def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None 
 def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
     from ..workflows.names import node_safe
 
+    from ..crashes import install_short_crash_log
+
+    install_short_crash_log()
     t0 = time.time()
     try:
         wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
     except Exception as exc:  # noqa: BLE001 - nipype re-raises a failed node's error as is
-        crashes = list(Path(crash_dir).glob("crash-*"))
-        if crashes:
-            raise BoldSRError(f"{len(crashes)} processing step(s) failed; crash reports in "
-                              f"{crash_dir}") from None
+        if list(Path(crash_dir).glob("crash-*")):
+            raise _crashed(config, crash_dir, subjects) from None
         if isinstance(exc, OSError):
             raise  # one line and exit 74 in main
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
@@ -324,6 +332,27 @@ def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=No
            f"{reused} reused from the work directory {config.work_dir}")
     LOG.info(msg)
     return EX_OK
+
+
+def _crashed(config, crash_dir, subjects) -> BoldSRError:
+    """File the crash reports under ``sub-<label>/log/<run_uuid>/``, print the one-screen
+    summary; the error to raise: exit 1 (74 when a step ran out of disk space)."""
+    from ..crashes import file_crashes, summary
+    from ..workflows.names import node_safe
+
+    log_dirs = {f"sub_{node_safe(s)}_wf": config.output_dir / f"sub-{s}" / "log" / config.run_uuid
+                for s in subjects}
+    crashes = file_crashes(crash_dir, log_dirs)
+    for folder in (Path(crash_dir), Path(crash_dir).parent):
+        if folder.name in (config.run_uuid, "logs") and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the shared crash folder, emptied by filing
+    print("\n".join(summary(crashes)), file=sys.stderr, flush=True)
+    where = ", ".join(sorted({str(c.path.parent) for c in crashes}))
+    full = any(c.no_space for c in crashes)
+    return BoldSRError(f"{len(crashes)} processing step(s) failed"
+                       f"{' (no space left on device)' if full else ''}; crash reports in {where}; "
+                       "finished steps are kept: fix the cause and rerun the same command",
+                       EX_IOERR if full else None)
 
 
 def _reuse_counts(wf_dirs, since: float) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..nifti import StreamingNiftiWriter, int16_scale, load_series
+from ..nifti import load_series, series_max_abs, write_series
 from .resample import grid_points, map_points, points_to_voxels
 
 
@@ -22,16 +22,19 @@ def resample_series(bold_file, out_file, ref_shape, ref_affine, transforms=(),
     img = load_series(bold_file)
     n = img.shape[3]
     points = map_points(grid_points(ref_shape, ref_affine, dtype=np.float32), transforms)
-    first = np.asarray(img.dataobj[..., 0], dtype=np.float32)
-    scale = int16_scale(1.5 * float(np.abs(first).max()))
-    with StreamingNiftiWriter(out_file, tuple(ref_shape) + (n,), ref_affine, header=img.header,
-                              dtype=np.int16, scale=scale) as writer:
-        for t in tqdm(range(n), desc=f"resample {out_file.name if hasattr(out_file, 'name') else ''}",
-                      unit="vol", disable=not progress, mininterval=5):
-            pts = points if volume_transforms is None else map_points(points, [volume_transforms[t]])
-            vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
-            if order > 1:
-                vol = ndimage.spline_filter(vol, order=order)
-            vals = ndimage.map_coordinates(vol, points_to_voxels(pts, img.affine), order=order,
-                                           mode="constant", cval=0.0, prefilter=False)
-            writer.write_volume(vals.reshape(tuple(ref_shape)))
+    bar = tqdm(total=n, desc=f"resample {getattr(out_file, 'name', '')}", unit="vol",
+               disable=not progress, mininterval=5)
+
+    def volume(t):
+        bar.update(1)
+        pts = points if volume_transforms is None else map_points(points, [volume_transforms[t]])
+        vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
+        if order > 1:
+            vol = ndimage.spline_filter(vol, order=order)
+        vals = ndimage.map_coordinates(vol, points_to_voxels(pts, img.affine), order=order,
+                                       mode="constant", cval=0.0, prefilter=False)
+        return vals.reshape(tuple(ref_shape))
+    # int16 scaled for the whole series' range (+50 % for spline overshoot), float32 if it overflows
+    write_series(out_file, tuple(ref_shape) + (n,), ref_affine, img.header, volume,
+                 series_max_abs(img))
+    bar.close()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nifti import StreamingNiftiWriter, int16_scale, load_series, voxel_sizes
+from ..nifti import load_series, series_max_abs, voxel_sizes, write_series
+from ..provenance import software_versions
 from .grid import sr_target_grid
 from .interpolate import ORDERS, interpolate_volume
 
@@ -55,7 +56,8 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     """Super-resolve every volume of ``bold_file`` onto the FOV-preserving SR grid.
 
     Volumes are read, processed and written one at a time (memory independent of the run
-    length); the output is int16 with a scale factor chosen from the input's range.
+    length); the output is int16 with a scale factor chosen from the whole series' range (float32
+    when a volume would not fit it).
     Returns metadata for the sidecar.
     """
     img = load_series(bold_file)
@@ -64,16 +66,14 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor, voxel_size=voxel_size)
     fn = volume_method(method, checkpoint, device)
     n = img.shape[3]
-    # Range from a few volumes: SR may overshoot slightly, leave 50 % head-room.
-    probe = np.asarray(img.dataobj[..., 0], dtype=np.float32)
-    scale = int16_scale(1.5 * float(np.abs(probe).max()))
     bar = _progress(n, f"SR {Path(bold_file).name}", progress)
-    with StreamingNiftiWriter(out_file, shape + (n,), affine, header=img.header,
-                              dtype=np.int16, scale=scale) as writer:
-        for t in range(n):
-            vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
-            writer.write_volume(fn(vol, img.affine, shape, affine))
-            bar.update(1)
+
+    def volume(t):
+        bar.update(1)
+        vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
+        return fn(vol, img.affine, shape, affine)
+    # int16 scaled for the whole series' range (+50 % for the SR overshoot), float32 if it overflows
+    write_series(out_file, shape + (n,), affine, img.header, volume, series_max_abs(img))
     bar.close()
     meta = {
         "SuperResolutionMethod": method,
@@ -84,12 +84,16 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         "OutputShape": list(shape) + [n],
         "Device": str(device),
         "ModelHash": _sha256(checkpoint) if checkpoint else None,
+        "SoftwareVersions": software_versions(),
     }
     if checkpoint:
         from .tvsr import tvsr_metadata
 
+        # the sidecar is reproducible: the model is named by its weights' hash (the checkpoint
+        # file also holds the training's wall-clock time, left out here with TrainingSeconds)
         meta.update({k: v for k, v in tvsr_metadata(checkpoint).items()
-                     if k != "SuperResolutionMethod"})
+                     if k not in ("SuperResolutionMethod", "TrainingSeconds")})
+        meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
     return meta
 
 

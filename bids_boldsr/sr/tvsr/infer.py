@@ -13,6 +13,7 @@ from .model import ResidualCNN
 from .resample import robust_scale, torch_trilinear
 from ...devices import resolve_device
 from .common import autocast, data_consistency, network_input, weights_sha256
+from .oom import forward_with_fallback
 
 
 @dataclass
@@ -81,7 +82,7 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine) -> np.n
             inp = torch_trilinear(torch.from_numpy(x)[None, None], fine_shape)[0, 0].numpy()
     else:
         inp = network_input(x, fine_shape, model.acquisition, cfg["hyper"])
-    y = _forward_tiled(model, inp)
+    y = forward_with_fallback(model, inp, _forward_tiled)  # out of GPU memory: smaller, then CPU
     y = data_consistency(y, x, model.acquisition, cfg["hyper"].get("dc_iters", 0))
     return y * scale
 
