@@ -56,7 +56,8 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     merges = {key: pe.Node(niu.Merge(max(len(out_spaces), 1)), name=f"{key}_per_space")
               for key in ("warped_masks", "space_masks", "fovs")}
     for i, space in enumerate(out_spaces, start=1):
-        resampled, space_mask = resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta)
+        resampled, space_mask = resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta,
+                                              device=device)
         if i == 1:  # the alignment figure shows the first output space
             figs.inputs.template_name = space.label
             wf.connect([(resampled, figs, [("out_file", "template_bold_file")]),
