@@ -20,22 +20,23 @@ def format_seconds(s: float) -> str:
 
 class Progress:
     def __init__(self, name, total, unit="step", enabled=True, stream=None, interval=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, start_done=0):
         self.name, self.total, self.unit, self.enabled = name, int(total), unit, enabled
         self.stream = stream or sys.stderr
         self.interval = INTERVAL_S if interval is None else interval
         self.clock = clock
         self.start = clock()
         self.last_print = None
-        self.done = 0
+        self.done = self.start_done = int(start_done)  # the ETA counts steps done since the start
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def line(self) -> str:
         elapsed = self.clock() - self.start
         pct = 100.0 * self.done / self.total if self.total else 100.0
         text = f"{self.name}: {self.unit} {self.done}/{self.total} ({pct:.0f}%) {format_seconds(elapsed)} elapsed"
-        if 0 < self.done < self.total:
-            text += f", ETA {format_seconds(elapsed / self.done * (self.total - self.done))}"
+        if self.start_done < self.done < self.total:
+            rate = (self.done - self.start_done) / max(elapsed, 1e-9)
+            text += f", ETA {format_seconds((self.total - self.done) / rate)}"
         elif self.done >= self.total and elapsed > 0 and self.done:
             text += f", {self.done / elapsed:.2f} {self.unit}/s"
         return text
@@ -63,7 +64,7 @@ def step(name: str, i: int, total: int, unit: str = "step") -> None:
     starts when ``i`` is 1 or smaller than the last one; the meter is dropped at the end."""
     meter = _METERS.get(name)
     if meter is None or i <= 1 or i < meter.done or meter.total != total:
-        meter = _METERS[name] = Progress(name, total, unit=unit,
+        meter = _METERS[name] = Progress(name, total, unit=unit, start_done=i,
                                          enabled=os.environ.get("BIDS_BOLDSR_PROGRESS", "1") != "0")
     meter.update(i)
     if i >= total:

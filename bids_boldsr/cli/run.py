@@ -281,9 +281,15 @@ def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None 
 def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
     from ..workflows.names import node_safe
 
+    from ..profile import Sampler
+
     t0 = time.time()
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
+        with Sampler() as sampler:  # per-node CPU and memory for profile.tsv
+            try:
+                wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
+            finally:
+                _write_profiles(wf, config, subjects, t0, sampler, plugin)
     except Exception as exc:  # noqa: BLE001 - nipype re-raises a failed node's error as is
         crashes = list(Path(crash_dir).glob("crash-*"))
         if crashes:
@@ -304,6 +310,22 @@ def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=No
            f"{reused} reused from the work directory {config.work_dir}")
     LOG.info(msg)
     return EX_OK
+
+
+def _write_profiles(wf, config, subjects, t0, sampler, plugin) -> None:
+    """``sub-<label>/log/<run_uuid>/profile.tsv`` per participant (not for graph plugins: their
+    nodes run later, in batch jobs)."""
+    if plugin in GRAPH_PLUGINS:
+        return
+    from ..profile import write_profile
+    from ..workflows.names import node_safe
+
+    for s in subjects:
+        try:
+            write_profile(config.output_dir / f"sub-{s}" / "log" / config.run_uuid,
+                          Path(wf.base_dir) / wf.name / f"sub_{node_safe(s)}_wf", t0, sampler)
+        except OSError as exc:  # a profile never fails a run
+            LOG.warning("sub-%s: profile not written: %s", s, exc)
 
 
 def _reuse_counts(wf_dirs, since: float) -> tuple[int, int]:

@@ -17,6 +17,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
     skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
                                        "a skull-stripped template: two-stage brain-masked affine")
 
