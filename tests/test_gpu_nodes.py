@@ -32,10 +32,28 @@ def test_every_cuda_node_is_a_gpu_node(tmp_path, template_cache):
     on_cuda = [n for n in nodes.values() if getattr(n.inputs, "device", None) == "cuda"]
     assert on_cuda and all(n.is_gpu_node() for n in on_cuda)
     assert not nodes["sub_01_wf.bold_sub_01_task_rest_wf.boldref"].is_gpu_node()  # numpy only
-
-
-def test_no_gpu_node_on_cpu(tmp_path, template_cache):
-    nodes = _graph(tmp_path, template_cache, "cpu")
-    assert not [name for name, n in nodes.items() if n.is_gpu_node()]
     res = nodes["sub_01_wf.bold_sub_01_task_rest_wf.to_MNI152NLin2009aSym"]
     assert res.n_procs >= 1 and res.inputs.num_threads == res.n_procs  # the resampling takes --nprocs
+
+
+def test_declare_gpu_nodes_cpu_and_missing_trait():
+    import pytest
+    from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
+    from nipype.pipeline import engine as pe
+
+    from bids_boldsr.interfaces.bold import HeadMotion
+    from bids_boldsr.workflows.gpu import declare_gpu_nodes
+
+    wf = pe.Workflow(name="w")
+    wf.add_nodes([pe.Node(HeadMotion(device="cpu"), name="hmc")])
+    assert declare_gpu_nodes(wf) == [] and not wf.get_node("hmc").is_gpu_node()
+
+    class _Spec(BaseInterfaceInputSpec):
+        device = traits.Str("cuda", usedefault=True)
+
+    class NoDeclaration(SimpleInterface):
+        input_spec, output_spec = _Spec, None
+
+    wf.add_nodes([pe.Node(NoDeclaration(), name="forgot")])
+    with pytest.raises(TypeError, match="without a use_gpu input"):
+        declare_gpu_nodes(wf)

@@ -1,5 +1,6 @@
 """profile.tsv of a real small participant run (BOLD-only ds-xa30, 6 volumes), progress lines, and
-the per-stage table of ``bids-boldsr-bench pipeline``."""
+the per-stage table of ``bids-boldsr-bench pipeline``. Slow (a participant run: 2-11 min on 2 shared
+cores): ``python -m pytest -q -m slow tests/test_profile.py``; tests/test_profile_unit.py is the fast one."""
 import json
 
 import nibabel as nib
@@ -30,6 +31,7 @@ def _profile(out):
     return logs[-1], read_profile(logs[-1])
 
 
+@pytest.mark.slow
 def test_profile_tsv_of_a_real_run(small_run, capfd):
     argv, out = small_run
     assert main(argv) == 0
@@ -56,6 +58,7 @@ def test_profile_tsv_of_a_real_run(small_run, capfd):
     assert "resample resampled_bold.nii.gz: vol 6/6 (100%)" in err
 
 
+@pytest.mark.slow
 def test_profile_of_a_rerun_marks_reused_steps(small_run):
     argv, out = small_run
     assert main(argv) == 0
@@ -65,6 +68,7 @@ def test_profile_of_a_rerun_marks_reused_steps(small_run):
     assert by_stage["super_resolve"]["cpu_s"] == "n/a"
 
 
+@pytest.mark.slow
 def test_bench_pipeline_prints_the_per_stage_table(small_run, capsys, tmp_path):
     from bids_boldsr.bench import main as bench
 
