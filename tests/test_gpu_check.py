@@ -45,3 +45,15 @@ def test_gpu_check_sr_and_cnn_on_cpu(tmp_path):
     assert sr["passed"] and sr["compared"] is False and sr["infer_rms_rel"] == 0.0
     assert sr["output_voxels_per_s"] > 0 and sr["seconds"]["train_cpu"] > 0
     assert cnn["passed"] and cnn["cerebellum_voxels"] > 1000 and cnn["dice"] == 1.0
+
+
+def test_gpu_check_fails_outside_tolerance(tmp_path, monkeypatch, capsys):
+    from bids_boldsr.bench import gpu
+
+    shared("ds-xa30")
+    monkeypatch.setattr(gpu, "stage_resample", lambda *a: {"passed": False, "compared": True,
+                                                           "seconds": {"cpu": 1.0}})
+    out = tmp_path / "gpu.json"
+    assert bench(["gpu", "--device", "cpu", "--tiny", "--stages", "resample", "--json", str(out)]) == 1
+    assert json.loads(out.read_text())["passed"] is False
+    assert "outside tolerance: ds-xa30/resample" in capsys.readouterr().err
