@@ -1,5 +1,7 @@
-"""--n-gpu-procs: every node computing on CUDA is a GPU node for MultiProc (built, not run)."""
+"""--n-gpu-procs: every node computing on CUDA is a GPU node for MultiProc (built, not run). The whole
+graph takes 1-4 min to build here: ``python -m pytest -q -m slow tests/test_gpu_nodes.py``."""
 import nibabel as nib
+import pytest
 import numpy as np
 
 from bids_boldsr import bids
@@ -23,6 +25,7 @@ def _graph(tmp_path, template_cache, device):
     return {n.fullname.split(".", 1)[1]: n for n in wf._create_flat_graph().nodes()}
 
 
+@pytest.mark.slow
 def test_every_cuda_node_is_a_gpu_node(tmp_path, template_cache):
     nodes = _graph(tmp_path, template_cache, "cuda")
     gpu = {name.rsplit(".", 1)[-1] for name, n in nodes.items() if n.is_gpu_node()}
@@ -36,8 +39,22 @@ def test_every_cuda_node_is_a_gpu_node(tmp_path, template_cache):
     assert res.n_procs >= 1 and res.inputs.num_threads == res.n_procs  # the resampling takes --nprocs
 
 
+def test_every_device_interface_can_declare_the_gpu():
+    import inspect
+
+    from nipype.interfaces.base import BaseInterface
+
+    from bids_boldsr.interfaces import bold, registration, segmentation, sr
+
+    classes = [c for m in (bold, registration, segmentation, sr) for _, c in inspect.getmembers(m, inspect.isclass)
+               if issubclass(c, BaseInterface) and c.__module__ == m.__name__ and c.input_spec is not None]
+    with_device = [c for c in classes if "device" in c.input_spec().trait_names()]
+    names = {c.__name__ for c in with_device}
+    assert {"HeadMotion", "RegisterLinear", "SuperResolve", "SuperResolveReference", "ResampleSeries"} <= names
+    assert all("use_gpu" in c.input_spec().trait_names() for c in with_device), names
+
+
 def test_declare_gpu_nodes_cpu_and_missing_trait():
-    import pytest
     from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
     from nipype.pipeline import engine as pe
 
