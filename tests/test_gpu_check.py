@@ -57,3 +57,12 @@ def test_gpu_check_fails_outside_tolerance(tmp_path, monkeypatch, capsys):
     assert bench(["gpu", "--device", "cpu", "--tiny", "--stages", "resample", "--json", str(out)]) == 1
     assert json.loads(out.read_text())["passed"] is False
     assert "outside tolerance: ds-xa30/resample" in capsys.readouterr().err
+
+
+def test_gpu_check_without_a_gpu_is_exit_75(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert bench(["gpu", "--device", "cuda"]) == 75
+    assert "no CUDA device is visible" in capsys.readouterr().err

@@ -225,7 +225,13 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="small inputs: a quick CI run")
     p.add_argument("--json", type=Path, help="write the result here (e.g. docs/results/gpu-check.json)")
     opts = p.parse_args(argv)
-    device = resolve_device(opts.device)
+    from ..errors import BoldSRError
+
+    try:
+        device = resolve_device(opts.device)
+    except BoldSRError as exc:  # --device cuda without a GPU: one line, exit 75
+        print(f"bids-boldsr-bench gpu: error: {exc} (use --device cpu without one)", file=sys.stderr)
+        return exc.code
     result = {"device": device, "tiny": opts.tiny, "machine": machine(), "datasets": {}}
     failed = []
     for ds in opts.datasets:
