@@ -5,7 +5,9 @@ No psutil and no change to the nodes: a thread of the main process samples ``/pr
 its descendants (the MultiProc workers) every ``interval`` seconds. A worker runs a node inside the
 node's own folder of the work directory, so ``/proc/<pid>/cwd`` tells which node the CPU time and
 resident memory belong to. Wall time, start and end come from each node's result record. CPU seconds
-are exact up to one sampling interval at a node's start and end; peak memory is the largest sampled
+are exact up to one sampling interval at a node's start and end and include Nipype's own work on
+the node (input hashing, result files: ~0.5 s), so ``cpu_per_wall`` is left empty for steps shorter
+than four intervals; peak memory is the largest sampled
 resident set (a spike shorter than the interval can be missed). Elsewhere than Linux only wall time
 is written."""
 from __future__ import annotations
@@ -125,7 +127,10 @@ def node_rows(wf_dir: Path, since: float, sampler: Sampler | None) -> list[dict]
                      "start_s": round(times[0] - since, 2), "end_s": round(times[1] - since, 2),
                      "wall_s": round(wall, 2),
                      "cpu_s": None if cpu is None else round(cpu, 2),
-                     "cpu_per_wall": None if cpu is None or wall <= 0 else round(cpu / wall, 2),
+                     # cpu_s also holds Nipype's own work on the node (hashing, result files):
+                     # the ratio means something only for steps of several sampling intervals
+                     "cpu_per_wall": (None if cpu is None or not sampler or wall < 4 * sampler.interval
+                                      else round(cpu / wall, 2)),
                      "peak_rss_gb": None if not rec or reused else round(rec["peak_rss"] / 1024 ** 3, 3),
                      "status": "reused" if reused else "computed"})
     return sorted(rows, key=lambda r: (r["start_s"], r["node"]))
