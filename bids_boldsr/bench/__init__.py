@@ -14,7 +14,10 @@ COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "template": "the workflow's T1w -> template registration on one T1w (penalty weights)",
             "mappings": "distance between two runs' template -> BOLD mappings (e.g. with vs without T1w)",
             "segment": "cerebellar segmentation Dice against FreeSurfer aseg",
-            "interp": "separable SR interpolation and streamed reading vs. the naive way"}
+            "interp": "separable SR interpolation and streamed reading vs. the naive way",
+            "resample": "template-space series resampling: all-core and torch engines vs. one-thread scipy",
+            "pipeline": "the participant level on a dataset, with its per-stage profile table",
+            "gpu": "CUDA paths of every engine against their CPU results, with timings (JSON)"}
 
 
 def main(argv=None) -> int:

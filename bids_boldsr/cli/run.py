@@ -306,14 +306,18 @@ def plugin_settings(config, plugin: str = "MultiProc", plugin_args: dict | None 
 
 
 def _execute(wf, config, crash_dir, subjects, plugin="MultiProc", plugin_args=None) -> int:
-    from ..workflows.names import node_safe
-
     from ..crashes import install_short_crash_log
+    from ..profile import Sampler
+    from ..workflows.names import node_safe
 
     install_short_crash_log()
     t0 = time.time()
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
+        with Sampler() as sampler:  # per-node CPU and memory for profile.tsv
+            try:
+                wf.run(plugin=plugin, plugin_args=plugin_settings(config, plugin, plugin_args))
+            finally:
+                _write_profiles(wf, config, subjects, t0, sampler, plugin)
     except Exception as exc:  # noqa: BLE001 - nipype re-raises a failed node's error as is
         if list(Path(crash_dir).glob("crash-*")):
             raise _crashed(config, crash_dir, subjects) from None
@@ -353,6 +357,22 @@ def _crashed(config, crash_dir, subjects) -> BoldSRError:
                        f"{' (no space left on device)' if full else ''}; crash reports in {where}; "
                        "finished steps are kept: fix the cause and rerun the same command",
                        EX_IOERR if full else None)
+
+
+def _write_profiles(wf, config, subjects, t0, sampler, plugin) -> None:
+    """``sub-<label>/log/<run_uuid>/profile.tsv`` per participant (not for graph plugins: their
+    nodes run later, in batch jobs)."""
+    if plugin in GRAPH_PLUGINS:
+        return
+    from ..profile import write_profile
+    from ..workflows.names import node_safe
+
+    for s in subjects:
+        try:
+            write_profile(config.output_dir / f"sub-{s}" / "log" / config.run_uuid,
+                          Path(wf.base_dir) / wf.name / f"sub_{node_safe(s)}_wf", t0, sampler)
+        except OSError as exc:  # a profile never fails a run
+            LOG.warning("sub-%s: profile not written: %s", s, exc)
 
 
 def _reuse_counts(wf_dirs, since: float) -> tuple[int, int]:

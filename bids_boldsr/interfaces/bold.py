@@ -43,6 +43,7 @@ class _HeadMotionInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     seed = traits.Int(0, usedefault=True, desc="random sampling of the cost (--random-seed)")
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
 
 
 class _HeadMotionOutputSpec(TraitedSpec):

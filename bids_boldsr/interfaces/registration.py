@@ -17,6 +17,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
     skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
                                        "a skull-stripped template: two-stage brain-masked affine")
 
@@ -164,6 +165,11 @@ class _ResampleSeriesInputSpec(BaseInterfaceInputSpec):
     xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output space first")
     hmc_file = File(exists=True, desc="per-volume head-motion pull matrices (ITK)")
     order = traits.Int(3, usedefault=True)
+    engine = traits.Enum("auto", "threads", "scipy", "torch", usedefault=True,
+                         desc="registration.apply engine (auto: torch on CUDA, else threads)")
+    device = traits.Str("cpu", usedefault=True)
+    num_threads = traits.Int(0, usedefault=True, desc="threads (0: every usable CPU)")
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
 
 
 class _ResampleSeriesOutputSpec(TraitedSpec):
@@ -187,6 +193,7 @@ class ResampleSeries(SimpleInterface):
         hmc = load_affine(self.inputs.hmc_file) if self.inputs.hmc_file else None
         out = Path(runtime.cwd) / "resampled_bold.nii.gz"
         resample_series(self.inputs.bold_file, out, ref.shape[:3], ref.affine, chain, hmc,
-                        order=self.inputs.order)
+                        order=self.inputs.order, engine=self.inputs.engine, device=self.inputs.device,
+                        threads=self.inputs.num_threads or None)
         self._results["out_file"] = str(out)
         return runtime

@@ -129,6 +129,7 @@ class _SuitToTemplateInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
+    use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
 
 
 class _SuitToTemplateOutputSpec(TraitedSpec):

@@ -11,6 +11,7 @@ from ..interfaces.sr import TrainSR
 from .anat import t1w_cerebellum, t1w_to_templates
 from .bold import init_bold_wf
 from .bold.cerebellum import cerebellar_atlas
+from .gpu import declare_gpu_nodes
 from .names import node_safe
 
 LOG = logging.getLogger("bids_boldsr")
@@ -24,6 +25,7 @@ def init_bids_boldsr_wf(config, subjects: dict, spaces, device, config_files: di
     wf = pe.Workflow(name=f"bids_boldsr_{version}_wf", base_dir=str(config.work_dir))
     for label, data in subjects.items():
         wf.add_nodes([init_single_subject_wf(config, label, data, spaces, device, config_files[label])])
+    declare_gpu_nodes(wf)  # --n-gpu-procs bounds every node on the GPU
     return wf
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..grid import sr_target_grid
 from .acquisition import acquisition_from_image, coarse_shape_for, sidecar_for
 from ...devices import resolve_device
+from ...progress import step as progress_step
 from .common import autocast, network_input, weights_sha256
 from .model import ResidualCNN, total_variation
 from .psf_family import random_acquisition
@@ -120,6 +121,7 @@ def _train_scale_recursion(net, vols, acq, factor, hyper, rng, device, log):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        progress_step("SR training", step, hyper["steps"])
         sched.step()
         if step % hyper["val_every"] == 0 or step == hyper["steps"]:
             current = val_loss()
@@ -150,6 +152,7 @@ def _train_published(net, vols, factor, hyper, rng, device, log):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        progress_step("SR training", step, hyper["steps"])
         epoch_loss.append(loss.item())
         if step % hyper["epoch_steps"] == 0:
             sched.step(np.mean(epoch_loss))

@@ -55,7 +55,7 @@ def init_bold_wf(config, run, spaces, device, has_t1w, name=None):
     merges = {key: pe.Node(niu.Merge(max(len(out_spaces), 1)), name=f"{key}_per_space")
               for key in ("warped_masks", "space_masks", "fovs")}
     for i, space in enumerate(out_spaces, start=1):
-        resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta)
+        resample_into(wf, config, space, bold, fit, merges, i, dpath, src_meta, device=device)
     if out_spaces:
         wf.connect([(merges["warped_masks"], qc, [("out", "warped_mask_files")]),
                     (merges["space_masks"], qc, [("out", "template_mask_files")]),

@@ -50,13 +50,16 @@ def t1w_space(wf, fit, inputnode) -> Space:
     return Space("T1w", {"space": "T1w"}, grid, fit.t1w_chain, meta)
 
 
-def resample_into(wf, config, space, bold, fit, qc_merges, i, dpath, src_meta):
+def resample_into(wf, config, space, bold, fit, qc_merges, i, dpath, src_meta, device="cpu"):
     """Nodes and sinks that put the SR series, brain mask and field of view on ``space``'s grid;
     the warped mask, the space's own mask and the field of view go to the QC merges (``in<i>``).
     Returns the resampling node and the node picking the space's mask (for figures)."""
     key = node_safe(space.label)
-    resample = pe.Node(ResampleSeries(bold_file=str(bold), order=1 if config.sloppy else 3),
-                       name=f"to_{key}", mem_gb=3.0)
+    # every core (threads engine) or the GPU (torch engine): the node takes all of --nprocs
+    resample = pe.Node(ResampleSeries(bold_file=str(bold), order=1 if config.sloppy else 3,
+                                      device=device, num_threads=config.nprocs,
+                                      use_gpu=device == "cuda"),
+                       name=f"to_{key}", mem_gb=3.0, n_procs=config.nprocs)
     mask = pe.Node(ResampleLabels(), name=f"mask_to_{key}")
     fov = pe.Node(ResampleLabels(), name=f"fov_to_{key}")
     pick = pe.Node(niu.Select(index=[0]), name=f"pick_mask_{key}")
