@@ -26,7 +26,8 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _proc_tree(root: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -34,7 +35,7 @@ def _proc_tree(root: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [root], [root]
+    out, todo = [], [pid]
     while todo:
         kids = children.get(todo.pop(), [])
         out += kids
@@ -66,7 +67,7 @@ class Sampler:
 
     def sample(self) -> None:
         total = 0
-        for pid in _proc_tree(self.root):
+        for pid in [self.root, *descendants(self.root)]:
             got = _read(pid)
             if got is None:
                 continue

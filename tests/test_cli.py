@@ -111,7 +111,7 @@ def test_sigterm_stops_workers_exit_143(tmp_path):
     import signal
     import time
 
-    from bids_boldsr.cli.run import _descendants
+    from bids_boldsr.profile import descendants
     from conftest import shared
 
     ds = shared("ds-xa30")
@@ -121,7 +121,7 @@ def test_sigterm_stops_workers_exit_143(tmp_path):
     workers, deadline = [], time.time() + 240
     while time.time() < deadline and proc.poll() is None and len(workers) < 2:
         time.sleep(1)
-        workers = _descendants(proc.pid)  # forkserver + its pool worker
+        workers = descendants(proc.pid)  # forkserver + its pool worker
     assert proc.poll() is None and workers, "the run ended before it could be interrupted"
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -62,30 +62,15 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _descendants(pid: int) -> list[int]:
-    """Process ids below ``pid`` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
 def _stop_descendants() -> None:
     """Stop the MultiProc workers too: orphaned, they would go on writing into the work directory.
     stderr is closed first: the broken pool's threads would print tracebacks after our one line."""
     sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
-    for pid in reversed(_descendants(os.getpid())):
+    from ..profile import descendants
+
+    for pid in reversed(descendants(os.getpid())):
         try:  # the resource tracker cleans up after the others and exits by itself
             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)
