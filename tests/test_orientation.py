@@ -48,14 +48,19 @@ def test_checks_accept_flipped_and_oblique(xa30):
         assert check_bold(paths[name], {"RepetitionTime": 1.0}) == 1.0
 
 
-def test_sr_of_flipped_run_is_at_the_same_world_positions(xa30, tmp_path):
+def _trilinear_sr(paths, names, out_dir):
+    """The x2 trilinear SR series of the named variants of the run, loaded."""
     from bids_boldsr.sr.apply import super_resolve_bold
 
-    paths, _, _ = xa30
-    for name in ("ras", "lps"):
-        super_resolve_bold(paths[name], tmp_path / f"{name}.nii.gz", method="trilinear", factor=2,
+    for name in names:
+        super_resolve_bold(paths[name], out_dir / f"{name}.nii.gz", method="trilinear", factor=2,
                            progress=False)
-    ras, lps = nib.load(tmp_path / "ras.nii.gz"), nib.load(tmp_path / "lps.nii.gz")
+    return [nib.load(out_dir / f"{name}.nii.gz") for name in names]
+
+
+def test_sr_of_flipped_run_is_at_the_same_world_positions(xa30, tmp_path):
+    paths, _, _ = xa30
+    ras, lps = _trilinear_sr(paths, ("ras", "lps"), tmp_path)
     codes = nib.aff2axcodes(ras.affine), nib.aff2axcodes(lps.affine)
     assert codes[0][0] != codes[1][0] and codes[0][1] != codes[1][1]  # the stored order is kept
     # the same world point: voxel (i, j, k) of lps is voxel (N-1-i, N-1-j, k) of ras
@@ -68,13 +73,9 @@ def test_sr_of_flipped_run_is_at_the_same_world_positions(xa30, tmp_path):
 
 def test_oblique_run_keeps_its_rotation_and_resamples_into_place(xa30, tmp_path):
     from bids_boldsr.registration.apply import resample_series
-    from bids_boldsr.sr.apply import super_resolve_bold
 
     paths, _, oblique = xa30
-    for name in ("ras", "oblique"):
-        super_resolve_bold(paths[name], tmp_path / f"{name}.nii.gz", method="trilinear", factor=2,
-                           progress=False)
-    ras, obl = nib.load(tmp_path / "ras.nii.gz"), nib.load(tmp_path / "oblique.nii.gz")
+    ras, obl = _trilinear_sr(paths, ("ras", "oblique"), tmp_path)
     assert np.allclose(obl.affine, oblique @ ras.affine, atol=1e-4)  # the rotation is kept
     assert np.abs(np.asarray(ras.dataobj) - np.asarray(obl.dataobj)).max() <= 2 * ras.dataobj.slope
     # resampled onto a plain (non-oblique) grid: where the rotation says, not where the voxels sit
