@@ -115,7 +115,7 @@ def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine, assum
     """One method's reconstruction; ``spline-dc`` is spline + 50 data-consistency steps under the
     model the app assumes from the LR run's header and sidecar (``assumed``), not the true PSF."""
     if method in models:
-        return super_resolve_volume(models[method], lr_vol, lr_affine)
+        return super_resolve_volume(models[method], lr_vol, lr_affine, box="head")
     if method == "spline-dc":
         spline = interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method="spline")
         return data_consistency(spline, lr_vol, assumed, SPLINE_DC_ITERS)
@@ -136,7 +136,7 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:
         for t in range(n_vol):
             vol = np.asarray(img.dataobj[..., t], np.float32)
-            writer.write_volume(super_resolve_volume(model, vol, img.affine) if model else
+            writer.write_volume(super_resolve_volume(model, vol, img.affine, box="head") if model else
                                 interpolate_volume(vol, img.affine, shape, affine, "spline"))
     seconds = time.perf_counter() - start
     return {"method": "tvsr" if model else "spline", "volumes": n_vol, "shape": list(shape),

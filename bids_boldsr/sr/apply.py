@@ -38,12 +38,12 @@ def volume_method(method: str, checkpoint=None, device="cpu"):
     if method in LEARNED:
         if checkpoint is None:
             raise ValueError(f"--sr-method {method} needs a trained checkpoint")
-        from .tvsr import load_tvsr, super_resolve_volume
+        from .tvsr.infer import load_tvsr, run_super_resolver
 
-        model = load_tvsr(checkpoint, device)
+        resolve = run_super_resolver(load_tvsr(checkpoint, device))
 
         def run(vol, a, s, b):
-            out = super_resolve_volume(model, vol, a)
+            out = resolve(vol, a)
             if out.shape != tuple(s):
                 raise ValueError(f"model output {out.shape} does not match the SR grid {tuple(s)}")
             return out

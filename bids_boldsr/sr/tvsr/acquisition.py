@@ -118,6 +118,11 @@ class AcquisitionModel:
         return asdict(self)
 
 
+def separable(vol, mats):
+    """``(M_x kron M_y kron M_z) vol``: one matrix ``(out, in)`` per axis on the last three axes."""
+    return _separable(vol, mats, transpose=False)
+
+
 def _separable(vol, mats, transpose: bool):
     """Apply one matrix per axis to the last three axes (torch einsum: ~5x numpy tensordot)."""
     is_numpy = not isinstance(vol, torch.Tensor)

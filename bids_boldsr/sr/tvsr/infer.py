@@ -13,6 +13,7 @@ from .model import ResidualCNN
 from .resample import robust_scale, torch_trilinear
 from ...devices import resolve_device
 from .common import autocast, data_consistency, network_input, weights_sha256
+from .fast_forward import fast_forward
 from .oom import forward_with_fallback
 
 
@@ -49,42 +50,81 @@ def load_tvsr(checkpoint, device="auto") -> TVSRModel:
     return model
 
 
-def _forward_tiled(model: TVSRModel, inp: np.ndarray) -> np.ndarray:
-    """Run the network on ``inp`` in overlapping blocks no larger than ``model.max_voxels``.
+def head_box(x: np.ndarray, fine_shape, margin: int = 3) -> tuple[slice, ...]:
+    """Fine-grid bounding box of the head in the LR volume ``x``: voxels above 5 % of its 99th
+    percentile, grown by ``margin`` LR voxels (~1 cm, for motion over the run). The network adds its
+    residual only inside; outside (air) the output is the interpolation made data-consistent."""
+    idx = np.argwhere(x > 0.05 * robust_scale(x))
+    if idx.size == 0:
+        return tuple(slice(0, n) for n in fine_shape)
+    box = []
+    for lo, hi, nc, nf in zip(idx.min(0) - margin, idx.max(0) + 1 + margin, x.shape, fine_shape):
+        step = nf / nc
+        box.append(slice(max(0, int(np.floor(lo * step))), min(nf, int(np.ceil(hi * step)))))
+    return tuple(box)
 
-    Each block is extended by the receptive radius on every side and only its core is kept, so
-    the result is identical to one whole-volume pass.
+
+def _forward_tiled(model: TVSRModel, inp: np.ndarray, box=None) -> np.ndarray:
+    """Run the network on ``inp[box]`` (default: all of it) in overlapping blocks no larger than
+    ``model.max_voxels``; outside ``box`` the output is ``inp``.
+
+    Each block is extended by the receptive radius on every side (into the real neighbours, where
+    the volume has them) and only its core is kept, so the result inside ``box`` is identical to one
+    whole-volume pass.
     """
     margin = model.net.receptive_radius
+    box = box or tuple(slice(0, n) for n in inp.shape)
+    extent = [b.stop - b.start for b in box]
     edge = max(8, int(round(model.max_voxels ** (1 / 3))) - 2 * margin)
-    shape = inp.shape
-    if np.prod(shape) <= model.max_voxels:
-        edge = max(shape)
-    out = np.empty(shape, np.float32)
+    if np.prod(extent) <= model.max_voxels:
+        edge = max(extent)
+    out = np.array(inp, np.float32, copy=True)
+    on_cpu = model.device.type == "cpu"
     with torch.no_grad(), autocast(model.device):
-        for start in product(*[range(0, n, edge) for n in shape]):
-            core = [slice(s, min(s + edge, n)) for s, n in zip(start, shape)]
-            ext = [slice(max(0, c.start - margin), min(n, c.stop + margin)) for c, n in zip(core, shape)]
+        for start in product(*[range(b.start, b.stop, edge) for b in box]):
+            core = [slice(s, min(s + edge, b.stop)) for s, b in zip(start, box)]
+            ext = [slice(max(0, c.start - margin), min(n, c.stop + margin)) for c, n in zip(core, inp.shape)]
             block = torch.from_numpy(np.ascontiguousarray(inp[tuple(ext)]))[None, None].to(model.device)
-            res = model.net(block).float()[0, 0].cpu().numpy()
+            res = (fast_forward(model.net, block) if on_cpu else model.net(block)).float()[0, 0].cpu().numpy()
             out[tuple(core)] = res[tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))]
     return out
 
 
-def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine) -> np.ndarray:
-    """Super-resolve one LR volume onto ``sr_target_grid(vol3d.shape, in_affine, factor|voxel_size)``."""
+def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=None) -> np.ndarray:
+    """Super-resolve one LR volume onto ``sr_target_grid(vol3d.shape, in_affine, factor|voxel_size)``.
+
+    ``box``: the fine-grid region the network runs on: ``"head"`` for this volume's ``head_box``
+    (``run_super_resolver`` keeps the first volume's for a whole run, so the output is consistent
+    over time); ``None``: the whole volume.
+    """
     cfg = model.config
     fine_shape, _ = sr_target_grid(vol3d.shape, in_affine, factor=cfg["factor"], voxel_size=cfg["voxel_size"])
     scale = robust_scale(vol3d)
     x = np.asarray(vol3d, np.float32) / scale
+    box = head_box(x, fine_shape) if box == "head" else box
     if model.variant == "published":
         with torch.no_grad():
             inp = torch_trilinear(torch.from_numpy(x)[None, None], fine_shape)[0, 0].numpy()
     else:
         inp = network_input(x, fine_shape, model.acquisition, cfg["hyper"])
-    y = forward_with_fallback(model, inp, _forward_tiled)  # out of GPU memory: smaller, then CPU
+    # out of GPU memory: smaller blocks, then the CPU
+    y = forward_with_fallback(model, inp, lambda m, v: _forward_tiled(m, v, box))
     y = data_consistency(y, x, model.acquisition, cfg["hyper"].get("dc_iters", 0))
     return y * scale
+
+
+def run_super_resolver(model: TVSRModel):
+    """``f(vol3d, in_affine)`` for the volumes of one run: the network's region is the head box of
+    the first volume, kept for the rest of the run."""
+    state = {}
+
+    def run(vol3d, in_affine):
+        if "box" not in state:
+            cfg = model.config
+            shape, _ = sr_target_grid(vol3d.shape, in_affine, factor=cfg["factor"], voxel_size=cfg["voxel_size"])
+            state["box"] = head_box(np.asarray(vol3d, np.float32), shape)
+        return super_resolve_volume(model, vol3d, in_affine, state["box"])
+    return run
 
 
 def tvsr_metadata(checkpoint) -> dict:
