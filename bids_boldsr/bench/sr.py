@@ -27,6 +27,7 @@ from ..sr.interpolate import interpolate_volume
 from ..sr.tvsr import AcquisitionModel, acquisition_from_image, load_tvsr, super_resolve_volume, train_tvsr
 from ..sr.tvsr.acquisition import sidecar_for
 from ..sr.tvsr.common import data_consistency
+from .glm import GLM_DOC, contrasts, glm_zmaps, score_series
 from ..sr.tvsr.psf_family import random_acquisition
 
 MASK_DOC = "nilearn.masking.compute_epi_mask of the HR temporal mean"
@@ -161,6 +162,28 @@ def functional_check(hr, sr, mask):
     return {"temporal_corr_median": float(np.median(corr)), "tsnr_sr": tsnr(b), "tsnr_hr": tsnr(a)}
 
 
+def tsnr_of(series) -> float:
+    """Median tSNR inside the series' own EPI mask (the LR input run's, for the tSNR criterion)."""
+    from nilearn.masking import compute_epi_mask
+    mask = compute_epi_mask(nib.Nifti1Image(series.mean(-1), np.eye(4))).get_fdata() > 0
+    x = series[mask]
+    return float(np.median(x.mean(1) / (x.std(1) + 1e-6)))
+
+
+def _events_path(bold) -> Path:
+    name = Path(bold).name
+    stem = name[:-len("_bold.nii.gz")] if name.endswith("_bold.nii.gz") else name.split("_bold")[0]
+    return Path(bold).with_name(stem + "_events.tsv")
+
+
+def _events_and_tr(args):
+    import pandas as pd
+    events = pd.read_csv(args.events or _events_path(args.bold), sep="\t")
+    sidecar = sidecar_for(args.bold)
+    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    return events, float(meta.get("RepetitionTime") or nib.load(str(args.bold)).header.get_zooms()[3])
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bids-boldsr-bench sr", description=__doc__)
     p.add_argument("--bold", required=True, help="a 4-D BOLD NIfTI (its volumes are the HR reference)")
@@ -177,6 +200,10 @@ def parse_args(argv):
     p.add_argument("--json", help="write the results here")
     p.add_argument("--sloppy", action="store_true", help="seconds-long training (smoke test)")
     p.add_argument("--functional", action="store_true", help="also SR every volume: temporal correlation, tSNR")
+    p.add_argument("--glm", action="store_true",
+                   help="also SR every volume and fit the run's first-level GLM (its events.tsv): z-map r and "
+                        "Dice of |z| > 3.1 against the original run's, per contrast")
+    p.add_argument("--events", help="events.tsv for --glm (default: the one beside --bold)")
     p.add_argument("--throughput", type=int, nargs="*", metavar="N",
                    help="train tvsr on the real run and stream N of its SR volumes to disk, in a fresh "
                         "process per N; report volumes/s and peak RSS")
@@ -229,6 +256,12 @@ def main(argv=None) -> int:
                     if name in methods:
                         result["methods"][name] = {"train_seconds": models[method].training["seconds"],
                                                    "selected_step": models[method].training["best_step"]}
+        if args.glm:
+            events, t_r = _events_and_tr(args)
+            ref_z = glm_zmaps(hr, hr_affine, mask, events, t_r)
+            result["glm"] = {"events": str(args.events or _events_path(args.bold)), "t_r": t_r,
+                             "model": GLM_DOC, "contrasts": contrasts(events["trial_type"]),
+                             "suprathreshold_original": {k: int((np.abs(v[mask]) > 3.1).sum()) for k, v in ref_z.items()}}
         picks = np.unique(np.linspace(0, hr.shape[3] - 1, min(args.volumes, hr.shape[3])).round().astype(int))
         for method in methods:
             scores, start = [], time.perf_counter()
@@ -240,10 +273,14 @@ def main(argv=None) -> int:
             entry = result["methods"].setdefault(method, {})
             entry.update({"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
                           "seconds": (time.perf_counter() - start) / len(picks)})
-            if args.functional:
+            if args.functional or args.glm:
                 sr = np.stack([_method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine, assumed)
                                for t in range(hr.shape[3])], -1)
-                entry["functional"] = functional_check(hr, sr, mask)
+                entry["functional"] = {**functional_check(hr, sr, mask), "tsnr_input": tsnr_of(lr)}
+            if args.glm:
+                entry["glm"] = score_series(ref_z, sr, hr_affine, mask, events, t_r)
+                entry["glm_mean"] = {k: float(np.mean([c[k] for c in entry["glm"].values()])) for k in ("r", "dice")}
+            sr = None
         if args.throughput:  # the product path: train on the real run itself, stream its SR to disk
             start, ckpt = time.perf_counter(), None
             if args.throughput_method == "tvsr":
@@ -260,7 +297,11 @@ def main(argv=None) -> int:
         print(f"{name:<16}{m['psnr']:>9.2f}{m['ssim']:>8.4f}{m['seconds']:>8.2f}{m.get('train_seconds', 0):>9.1f}")
         if "functional" in m:
             print(f"{'':<16}temporal corr {m['functional']['temporal_corr_median']:.4f}  "
-                  f"tSNR {m['functional']['tsnr_sr']:.2f} (HR {m['functional']['tsnr_hr']:.2f})")
+                  f"tSNR {m['functional']['tsnr_sr']:.2f} (HR {m['functional']['tsnr_hr']:.2f}, "
+                  f"LR input {m['functional']['tsnr_input']:.2f})")
+        if "glm" in m:
+            print(f"{'':<16}GLM z-map vs original: mean r {m['glm_mean']['r']:.3f}, mean Dice |z|>3.1 "
+                  f"{m['glm_mean']['dice']:.3f} over {len(m['glm'])} contrasts")
     for row in result.get("throughput", []):
         print(f"throughput {row['method']} (real run, trained {row['train_seconds']:.0f} s): {row['volumes']} vols of "
               f"{row['shape']}: {row['volumes_per_s']:.2f} vol/s, peak RSS {row['peak_rss_mb']:.0f} MB")
