@@ -17,6 +17,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     sloppy = traits.Bool(False, usedefault=True)
     seed = traits.Int(0, usedefault=True, desc="random initialisations (--random-seed)")
+    n_starts = traits.Int(1, usedefault=True, desc="multi-start: starting positions per alignment "
+                          "(registration.linear.register_linear); 1 = single start")
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
     skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
                                        "a skull-stripped template: two-stage brain-masked affine")
@@ -52,7 +54,7 @@ class RegisterLinear(SimpleInterface):
             matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
                                      fixed_mask=fixed_mask, moving_mask=moving_mask,
                                      device=self.inputs.device, sloppy=self.inputs.sloppy,
-                                     seed=self.inputs.seed)
+                                     seed=self.inputs.seed, n_starts=self.inputs.n_starts)
         self._results["xfm_file"] = str(save_affine(matrix, Path(runtime.cwd) / "xfm.txt"))
         self._results["inverse_xfm_file"] = str(save_affine(np.linalg.inv(matrix),
                                                             Path(runtime.cwd) / "inverse_xfm.txt"))

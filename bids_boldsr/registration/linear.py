@@ -154,7 +154,44 @@ def _optimise(level, q, base, centre, dof, cost, spacing, iters):
     return q.detach(), float(final)
 
 
-def _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, device, sloppy, seed):
+START_MM, START_DEG = 12.0, 12.0  # multi-start offsets: beyond the 10 mm / 10 degree starts benchmarked
+
+
+def start_offsets(n: int, seed: int = 0, mm: float = START_MM, deg: float = START_DEG) -> list[np.ndarray]:
+    """The first ``n`` parameter offsets (12,) of the multi-start: none; +-``mm`` along y, z, x;
+    +-``deg`` about x, y, z; then seeded random rigid offsets within the same bounds."""
+    offs = [np.zeros(12)]
+    for k in (1, 2, 0, 3, 4, 5):
+        for sign in (1.0, -1.0):
+            o = np.zeros(12)
+            o[k] = sign * (mm if k < 3 else math.radians(deg))
+            offs.append(o)
+    rng = np.random.default_rng(seed + 7919)
+    while len(offs) < n:
+        o = np.zeros(12)
+        o[:3], o[3:6] = rng.uniform(-mm, mm, 3), np.deg2rad(rng.uniform(-deg, deg, 3))
+        offs.append(o)
+    return offs[:max(n, 1)]
+
+
+def _distinct(trials, centre_t, keep, mm=2.0):
+    """The ``keep`` best trials (q, cost, base) by cost whose mappings differ by more than ``mm``
+    at six points on a sphere of radius RADIUS_MM about the centre (duplicates of a better one dropped)."""
+    probe = centre_t.numpy() + RADIUS_MM * np.vstack([np.eye(3), -np.eye(3)])
+    kept, mapped = [], []
+    for q, cost, base in sorted(trials, key=lambda t: -t[1]):
+        m = base @ params_to_matrix(q, centre_t).numpy()
+        pts = probe @ m[:3, :3].T + m[:3, 3]
+        if all(np.linalg.norm(pts - o, axis=1).max() > mm for o in mapped):
+            kept.append((q, cost, base))
+            mapped.append(pts)
+        if len(kept) == keep:
+            break
+    return kept
+
+
+def _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, device, sloppy, seed,
+              n_starts=1, keep=2):
     centre = centre_of_mass(f_data, f_aff, None if f_mask is None else _mask_at(f_mask, f_data.shape, f_aff))
     centre_t = torch.tensor(centre, dtype=torch.float64)
     if init is None:
@@ -166,21 +203,37 @@ def _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, dev
     rng = np.random.default_rng(seed)
     n_points = 10000 if sloppy else 40000
     iters = 60 if sloppy else 120
-    q, base = torch.zeros(12, dtype=torch.float64), inits[0]
+    offsets = [torch.tensor(o, dtype=torch.float64) for o in start_offsets(n_starts, seed)]
+    levels = _levels(f_aff, m_aff, sloppy)
+    multi = len(offsets) > 1
     with torch.enable_grad():
-        for i, spacing in enumerate(_levels(f_aff, m_aff, sloppy)):
+        for i, spacing in enumerate(levels):
             level = _Level(f_data, f_aff, f_mask, m_data, m_aff, m_mask, spacing, n_points, rng, device)
-            if i == 0:
-                trials = [(*_optimise(level, q, b, centre_t, dof, cost, spacing, iters), b) for b in inits]
-                q, _, base = max(trials, key=lambda x: x[1])
+            if i == 0 and not multi:  # the better of the scanner and centre-of-mass alignments
+                trials = [(*_optimise(level, offsets[0], b, centre_t, dof, cost, spacing, iters), b) for b in inits]
+                cands = [max(trials, key=lambda x: x[1])]
+            elif i == 0:
+                # multi-start: the coarse level's best optimum can be the wrong one (ds-xa30), so every
+                # distinct coarse optimum is screened by a short run at the finest spacing (fewer
+                # points) and the ``keep`` best by that cost go on through the finer levels
+                trials = [(*_optimise(level, o, b, centre_t, dof, cost, spacing, iters // 2), b)
+                          for b in inits for o in offsets]
+                cands = _distinct(trials, centre_t, len(trials))
+                screen = _Level(f_data, f_aff, f_mask, m_data, m_aff, m_mask, levels[-1], n_points // 4,
+                                np.random.default_rng(seed + 1), device)
+                cands = [(*_optimise(screen, q, b, centre_t, dof, cost, levels[-1], max(iters // 4, 20)), b)
+                         for q, _, b in cands]
+                cands = _distinct(cands, centre_t, keep)
             else:
-                q, _ = _optimise(level, q, base, centre_t, dof, cost, spacing, max(iters // 2 ** i, 30))
+                n_it = iters if multi and i == len(levels) - 1 else max(iters // 2 ** i, 30)
+                cands = [(*_optimise(level, q, b, centre_t, dof, cost, spacing, n_it), b) for q, _, b in cands]
+    q, _, base = max(cands, key=lambda x: x[1])
     return base @ params_to_matrix(q, centre_t).numpy()
 
 
 def register_linear(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, dof: int = 6, cost: str = "mi",
                     fixed_mask=None, moving_mask=None, init: np.ndarray | None = None,
-                    device="cpu", sloppy=False, seed: int = 0) -> np.ndarray:
+                    device="cpu", sloppy=False, seed: int = 0, n_starts: int = 1, keep: int = 2) -> np.ndarray:
     """Register ``moving`` to ``fixed``; returns the 4x4 fixed->moving world matrix (pull).
 
     ``cost``: "mi" (mutual information; EPI vs T1w, T1w vs template) or "ncc" (same contrast).
@@ -188,6 +241,11 @@ def register_linear(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, dof: int = 
     samples that land outside it. ``init``: a starting pull matrix; when None, both the
     scanner alignment (identity) and the centre-of-mass alignment are tried at the coarsest
     level and the better one kept.
+    ``n_starts`` > 1: multi-start. Each of those alignments is also started from ``n_starts - 1``
+    offsets (``start_offsets``: +-12 mm along and +-12 degrees about each axis, then seeded random
+    ones) and optimised at the coarsest level; every distinct coarse optimum is screened by a short
+    run at the finest spacing on a quarter of the points, the ``keep`` best by that cost are refined
+    through the finer levels (full iterations at the finest) and the best by the finest cost is returned.
     """
     if dof not in DOF_ACTIVE or cost not in ("mi", "ncc"):
         raise ValueError(f"dof must be 6, 9 or 12 and cost 'mi' or 'ncc' (got {dof}, {cost!r})")
@@ -195,7 +253,8 @@ def register_linear(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, dof: int = 
     finest = _levels(fixed.affine, moving.affine, sloppy)[-1]
     f_data, f_aff = _prepare(fixed, finest, f_mask)
     m_data, m_aff = _prepare(moving, finest, m_mask)
-    return _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, device, sloppy, seed)
+    return _register(f_data, f_aff, m_data, m_aff, f_mask, m_mask, dof, cost, init, device, sloppy, seed,
+                     n_starts, keep)
 
 
 def dilate_mask(mask: np.ndarray, affine, mm: float) -> np.ndarray:

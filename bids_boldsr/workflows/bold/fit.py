@@ -13,6 +13,8 @@ from ...interfaces.registration import RegisterLinear
 from ...interfaces.sr import SuperResolve, SuperResolveReference
 from ..names import node_safe
 
+COREG_STARTS = 13  # BOLD -> T1w multi-start (registration.linear.start_offsets)
+
 
 @dataclass
 class Fit:
@@ -59,8 +61,11 @@ def init_fit(wf, config, run, spaces, device, has_t1w, inputnode) -> Fit:
 
 def _via_t1w(wf, config, spaces, device, inputnode, fit):
     """BOLD reference -> T1w (rigid, MI); each template reached through the T1w's own normalisation."""
+    # multi-start: from single starts the rigid MI has optima ~12 mm apart on ds-xa30
+    # (bids-boldsr-bench coreg); sloppy (tests) keeps the single start
     coreg = pe.Node(RegisterLinear(dof=6, cost="mi", device=device, sloppy=config.sloppy,
-                                   seed=config.random_seed), name="coreg", mem_gb=2.0)
+                                   seed=config.random_seed, n_starts=1 if config.sloppy else COREG_STARTS),
+                    name="coreg", mem_gb=2.0)
     wf.connect([(fit.sr_ref, coreg, [("out_file", "moving_file")]),
                 (inputnode, coreg, [("t1w_file", "fixed_file"), ("t1w_mask", "fixed_mask_file")])])
     fit.t1w_chain = (coreg, "xfm_file")
