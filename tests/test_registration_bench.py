@@ -83,3 +83,19 @@ def test_bench_missing_input_is_one_line_exit_66(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("bids-boldsr-bench template: error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_coreg_spread_against_the_consensus():
+    from bids_boldsr.bench.coreg import perturbation, spread
+
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-60, 60, (500, 3))
+    shifted = np.eye(4)
+    shifted[:3, 3] = [0, 5, 0]
+    out = spread([np.eye(4), np.eye(4), shifted], pts)  # the median is the identity
+    np.testing.assert_allclose(out["p95_to_consensus_mm"], [0, 0, 5], atol=1e-9)
+    assert out["max_pairwise_p95_mm"] == pytest.approx(5)
+    centre = np.array([5.0, -10, 20])
+    move = perturbation(rng, centre, 10, 10)
+    assert np.linalg.norm(move[:3, :3] @ centre + move[:3, 3] - centre) <= 10 * np.sqrt(3)
+    assert np.allclose(move[:3, :3] @ move[:3, :3].T, np.eye(3))
