@@ -86,3 +86,30 @@ def test_device_auto_falls_back_to_cpu():
     from bids_boldsr.devices import resolve_device
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"
+
+
+def test_static_temporal_model_is_the_mean_sr_plus_a_linear_time_course(small_run, checkpoint):
+    """tvsr's default ``temporal="static"``: the network sees only the run's mean, so each volume's
+    deviation from the first is the data-consistent spline of the LR deviation (linear in the data)."""
+    from bids_boldsr.sr.apply import temporal_mean
+    from bids_boldsr.sr.tvsr.common import data_consistency
+    from bids_boldsr.sr.tvsr.infer import run_super_resolver
+    from bids_boldsr.sr.tvsr.resample import upsample
+
+    model = load_tvsr(checkpoint)
+    hyper = model.config["hyper"]
+    assert hyper["temporal"] == "static" and hyper["fluct_dc_iters"] == 10
+    img = nib.load(small_run)
+    mean = temporal_mean(img)
+    assert np.allclose(mean, np.asarray(img.dataobj, np.float64).mean(-1), atol=1e-3)
+    run = run_super_resolver(model, mean)
+    vols = [np.asarray(img.dataobj[..., t], np.float32) for t in (0, 3)]
+    y0, y3 = (run(v, img.affine) for v in vols)
+    mean_sr = super_resolve_volume(model, mean, img.affine, "head")
+    assert np.allclose(run(mean, img.affine), mean_sr, atol=1e-4 * np.abs(mean_sr).max())
+    d = vols[1] - vols[0]
+    expected = data_consistency(upsample(d, y0.shape, order=3), d, model.acquisition, 10)
+    assert np.abs((y3 - y0) - expected).max() < 1e-3 * np.abs(mean_sr).max()
+    assert np.abs(y3 - y0).max() > 0.01 * np.abs(mean_sr).max()  # the time course is kept
+    with pytest.raises(ValueError, match="temporal mean"):
+        run_super_resolver(model)

@@ -117,9 +117,9 @@ def _sr_outputs(ckpt, bold, device, n):
 
     img = nib.load(bold)
     shape, aff = sr_target_grid(img.shape[:3], img.affine, factor=2.0)
-    run = volume_method("tvsr", str(ckpt), device)
-    return np.stack([run(np.asarray(img.dataobj[..., t], np.float32), img.affine, shape, aff)
-                     for t in range(n)]), shape
+    vols = [np.asarray(img.dataobj[..., t], np.float32) for t in range(n)]
+    run = volume_method("tvsr", str(ckpt), device, run_mean=np.mean(vols, axis=0))
+    return np.stack([run(v, img.affine, shape, aff) for v in vols]), shape
 
 
 def _rel_rms(a, b):

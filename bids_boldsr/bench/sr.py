@@ -24,8 +24,9 @@ from scipy import ndimage
 
 from ..sr.grid import sr_target_grid
 from ..sr.interpolate import interpolate_volume
-from ..sr.tvsr import AcquisitionModel, acquisition_from_image, load_tvsr, super_resolve_volume, train_tvsr
+from ..sr.tvsr import AcquisitionModel, acquisition_from_image, load_tvsr, train_tvsr
 from ..sr.tvsr.acquisition import sidecar_for
+from ..sr.tvsr.infer import run_super_resolver
 from ..sr.tvsr.common import data_consistency
 from .glm import GLM_DOC, contrasts, glm_zmaps, score_series
 from ..sr.tvsr.psf_family import random_acquisition
@@ -114,9 +115,10 @@ def simulate_run(bold, factor, degradation, workdir, seed=0):
 
 def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine, assumed=None):
     """One method's reconstruction; ``spline-dc`` is spline + 50 data-consistency steps under the
-    model the app assumes from the LR run's header and sidecar (``assumed``), not the true PSF."""
+    model the app assumes from the LR run's header and sidecar (``assumed``), not the true PSF.
+    Learned methods are ``run_super_resolver`` functions of the LR run (``models``)."""
     if method in models:
-        return super_resolve_volume(models[method], lr_vol, lr_affine, box="head")
+        return models[method](lr_vol, lr_affine)
     if method == "spline-dc":
         spline = interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method="spline")
         return data_consistency(spline, lr_vol, assumed, SPLINE_DC_ITERS)
@@ -130,14 +132,15 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     import torch
     torch.set_num_threads(1)
     from ..nifti import StreamingNiftiWriter
-    model = load_tvsr(ckpt, "cpu") if ckpt else None
+    from ..sr.apply import temporal_mean
     img = nib.load(str(lr_path))
+    model = run_super_resolver(load_tvsr(ckpt, "cpu"), temporal_mean(img)) if ckpt else None
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)
     start = time.perf_counter()
     with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:
         for t in range(n_vol):
             vol = np.asarray(img.dataobj[..., t], np.float32)
-            writer.write_volume(super_resolve_volume(model, vol, img.affine, box="head") if model else
+            writer.write_volume(model(vol, img.affine) if model else
                                 interpolate_volume(vol, img.affine, shape, affine, "spline"))
     seconds = time.perf_counter() - start
     return {"method": "tvsr" if model else "spline", "volumes": n_vol, "shape": list(shape),
@@ -245,17 +248,18 @@ def main(argv=None) -> int:
                    "tvsr-family": ("tvsr", {"slice_profile": args.slice_profile, **hyper, "psf": "family"}),
                    "tvsr-published": ("published", {})}
         for method, (variant, options) in trained.items():
-            if method in methods or f"{method}-nodc" in methods:
+            if any(m in methods for m in (method, f"{method}-nodc", f"{method}-volume")):
                 ckpt = train_tvsr([lr_path], factor=args.factor, variant=variant, device=args.device,
                                   sloppy=args.sloppy, out_dir=work / "models", **options)
-                models[method] = load_tvsr(ckpt, args.device)
-                if f"{method}-nodc" in methods:  # the same weights without the data-consistency steps
-                    models[f"{method}-nodc"] = replace(models[method], config={
-                        **models[method].config, "hyper": {**models[method].config["hyper"], "dc_iters": 0}})
-                for name in (method, f"{method}-nodc"):
+                model = load_tvsr(ckpt, args.device)
+                variants = {method: {}, f"{method}-nodc": {"dc_iters": 0, "fluct_dc_iters": 0},  # without DC
+                            f"{method}-volume": {"temporal": "volume"}}      # the network on every volume
+                for name, change in variants.items():
                     if name in methods:
-                        result["methods"][name] = {"train_seconds": models[method].training["seconds"],
-                                                   "selected_step": models[method].training["best_step"]}
+                        models[name] = run_super_resolver(replace(model, config={
+                            **model.config, "hyper": {**model.config["hyper"], **change}}), lr.mean(-1))
+                        result["methods"][name] = {"train_seconds": model.training["seconds"],
+                                                   "selected_step": model.training["best_step"]}
         if args.glm:
             events, t_r = _events_and_tr(args)
             ref_z = glm_zmaps(hr, hr_affine, mask, events, t_r)

@@ -60,8 +60,9 @@ class SuperResolveReference(SimpleInterface):
         spec = ({"voxel_size": self.inputs.voxel_size} if self.inputs.voxel_size
                 else {"factor": self.inputs.factor or 2.0})
         shape, affine = sr_target_grid(img.shape[:3], img.affine, **spec)
-        run = volume_method(self.inputs.method, self.inputs.checkpoint, self.inputs.device)
-        vol = run(np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3]), img.affine, shape, affine)
+        ref = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
+        run = volume_method(self.inputs.method, self.inputs.checkpoint, self.inputs.device, run_mean=ref)
+        vol = run(ref, img.affine, shape, affine)
         out = nib.Nifti1Image(np.asarray(vol, dtype=np.float32), affine)
         out.header.set_xyzt_units("mm")
         self._results["out_file"] = str(Path(runtime.cwd) / "sr_boldref.nii.gz")

@@ -31,8 +31,9 @@ def train_sr_model(bold_files, method, factor=None, voxel_size=None, device="cpu
                       out_dir=out_dir)
 
 
-def volume_method(method: str, checkpoint=None, device="cpu"):
-    """A function ``f(vol, in_affine, out_shape, out_affine) -> vol`` for ``method``."""
+def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None):
+    """A function ``f(vol, in_affine, out_shape, out_affine) -> vol`` for ``method`` (learned methods
+    may use the run's temporal mean, ``run_mean``: see ``run_super_resolver``)."""
     if method in ORDERS:
         return lambda vol, a, s, b: interpolate_volume(vol, a, s, b, method=method)
     if method in LEARNED:
@@ -40,7 +41,7 @@ def volume_method(method: str, checkpoint=None, device="cpu"):
             raise ValueError(f"--sr-method {method} needs a trained checkpoint")
         from .tvsr.infer import load_tvsr, run_super_resolver
 
-        resolve = run_super_resolver(load_tvsr(checkpoint, device))
+        resolve = run_super_resolver(load_tvsr(checkpoint, device), run_mean)
 
         def run(vol, a, s, b):
             out = resolve(vol, a)
@@ -64,7 +65,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     if img.ndim != 4:
         raise ValueError(f"{Path(bold_file).name} is not 4-D")
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor, voxel_size=voxel_size)
-    fn = volume_method(method, checkpoint, device)
+    fn = volume_method(method, checkpoint, device, temporal_mean(img) if needs_training(method) else None)
     n = img.shape[3]
     bar = _progress(n, f"SR {Path(bold_file).name}", progress)
 
@@ -95,6 +96,14 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
                      if k not in ("SuperResolutionMethod", "TrainingSeconds")})
         meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
     return meta
+
+
+def temporal_mean(img) -> np.ndarray:
+    """The run's mean volume, read one volume at a time (float64 sum)."""
+    total = np.zeros(img.shape[:3])
+    for t in range(img.shape[3]):
+        total += np.asarray(img.dataobj[..., t], dtype=np.float64)
+    return (total / img.shape[3]).astype(np.float32)
 
 
 def _sha256(path) -> str:

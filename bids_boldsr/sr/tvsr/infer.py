@@ -10,7 +10,7 @@ import torch
 from ..grid import sr_target_grid
 from .acquisition import AcquisitionModel
 from .model import ResidualCNN
-from .resample import robust_scale, torch_trilinear
+from .resample import robust_scale, torch_trilinear, upsample
 from ...devices import resolve_device
 from .common import autocast, data_consistency, network_input, weights_sha256
 from .fast_forward import fast_forward
@@ -113,18 +113,43 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=Non
     return y * scale
 
 
-def run_super_resolver(model: TVSRModel):
-    """``f(vol3d, in_affine)`` for the volumes of one run: the network's region is the head box of
-    the first volume, kept for the rest of the run."""
+def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
+    """``f(vol3d, in_affine)`` for the volumes of one run.
+
+    ``temporal="static"`` (the tvsr default, needs ``run_mean``): the network super-resolves the
+    run's temporal mean once (with its data consistency); each volume adds its own deviation from
+    the mean, spline-interpolated and made consistent with ``fluct_dc_iters`` Landweber steps. The
+    anatomy's detail then comes from the mean (higher SNR, the same for every volume) and the time
+    course is a linear function of the acquired one, so the network cannot add temporal noise.
+    ``temporal="volume"``: the network on every volume, in the head box of the first one.
+    """
+    hyper = model.config["hyper"]
     state = {}
 
-    def run(vol3d, in_affine):
+    def fine_shape(vol3d, in_affine):
+        cfg = model.config
+        return sr_target_grid(vol3d.shape, in_affine, factor=cfg["factor"], voxel_size=cfg["voxel_size"])[0]
+
+    def per_volume(vol3d, in_affine):
         if "box" not in state:
-            cfg = model.config
-            shape, _ = sr_target_grid(vol3d.shape, in_affine, factor=cfg["factor"], voxel_size=cfg["voxel_size"])
-            state["box"] = head_box(np.asarray(vol3d, np.float32), shape)
+            state["box"] = head_box(np.asarray(vol3d, np.float32), fine_shape(vol3d, in_affine))
         return super_resolve_volume(model, vol3d, in_affine, state["box"])
-    return run
+
+    def static(vol3d, in_affine):
+        if "mean" not in state:
+            state["mean"] = super_resolve_volume(model, run_mean, in_affine, "head")
+        deviation = np.asarray(vol3d, np.float32) - run_mean
+        shape = fine_shape(vol3d, in_affine)
+        fluct = data_consistency(upsample(deviation, shape, order=3), deviation, model.acquisition,
+                                 hyper.get("fluct_dc_iters", 0))
+        return state["mean"] + fluct
+
+    if hyper.get("temporal", "volume") == "static" and model.variant != "published":
+        if run_mean is None:
+            raise ValueError("temporal='static' super-resolution needs the run's temporal mean")
+        run_mean = np.asarray(run_mean, np.float32)
+        return static
+    return per_volume
 
 
 def tvsr_metadata(checkpoint) -> dict:
@@ -137,5 +162,7 @@ def tvsr_metadata(checkpoint) -> dict:
             "NetworkParameters": training["parameters"], "TrainingSteps": training["steps_run"],
             "SelectedStep": training["best_step"], "TrainingSeconds": round(training["seconds"], 2),
             "DataConsistencyIterations": hyper.get("dc_iters", 0), "AcquisitionModel": cfg["acquisition"],
+            "TemporalModel": hyper.get("temporal", "volume"),
+            "FluctuationDataConsistencyIterations": hyper.get("fluct_dc_iters"),
             "Device": training["device"], "Seed": cfg["seed"], "WeightsSHA256": ckpt["sha256"],
             "TorchVersion": training["torch"]}

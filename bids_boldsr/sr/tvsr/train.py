@@ -39,7 +39,7 @@ DEFAULTS = {
     "tvsr": dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
                  val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
                  dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
-                 psf_draws=2),
+                 psf_draws=2, temporal="static", fluct_dc_iters=10),
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
