@@ -113,3 +113,19 @@ def test_static_temporal_model_is_the_mean_sr_plus_a_linear_time_course(small_ru
     assert np.abs(y3 - y0).max() > 0.01 * np.abs(mean_sr).max()  # the time course is kept
     with pytest.raises(ValueError, match="temporal mean"):
         run_super_resolver(model)
+
+
+def test_bench_sr_infer_matches_the_040_path_inside_the_head_box(small_run, checkpoint, tmp_path):
+    import json
+
+    from bids_boldsr.bench import main as bench
+
+    out = tmp_path / "infer.json"
+    assert bench(["sr-infer", str(small_run), "--checkpoint", str(checkpoint), "--volumes", "2",
+                  "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sr_shape"] == [64, 64, 32] and result["dc_iterations"] == 50
+    assert result["max_diff_in_box_pct"] < 1e-3  # float rounding only
+    assert result["max_diff_outside_box_pct"] < 1.0
+    assert 0 < result["head_box_fraction"] <= 1 and result["speedup"] > 0
+    assert result["static"]["run_volumes"] == 6 and result["static"]["s_per_volume"] > 0
