@@ -132,3 +132,28 @@ def test_head_motion_recovered(t1w_2mm):
 def test_framewise_displacement_formula():
     params = np.array([[0, 0, 0, 0, 0, 0], [1, -1, 0.5, 0.01, 0, -0.02]], float)
     np.testing.assert_allclose(framewise_displacement(params)[1], 2.5 + 50 * 0.03)
+
+
+def test_multistart_recovers_bad_start():
+    """A 30 degree rotation about x from the scanner alignment: the single start stops in a wrong
+    optimum, the multi-start (13 starts, the BOLD -> T1w coregistration's) recovers it."""
+    if not T1W.exists():
+        pytest.skip(f"real test image missing: {T1W} (shared data folder not mounted)")
+    img = nib.load(T1W)
+    data = np.asanyarray(img.dataobj, dtype=np.float32)[:160, :192, :224].reshape(40, 4, 48, 4, 56, 4).mean((1, 3, 5))
+    aff = img.affine @ np.diag([4, 4, 4, 1.0])
+    aff[:3, 3] = img.affine[:3, :3] @ np.full(3, 1.5) + img.affine[:3, 3]
+    fixed = nib.Nifti1Image(data, aff)
+    centre = brain_centre(fixed)
+    truth = rigid([0, 0, 0], [30, 0, 0], centre)
+    pts = centre + np.random.default_rng(0).uniform(-50, 50, (200, 3))
+
+    def surface_error(est):
+        diff = (pts @ est[:3, :3].T + est[:3, 3]) - (pts @ truth[:3, :3].T + truth[:3, 3])
+        return np.linalg.norm(diff, axis=1).max()
+
+    kw = dict(dof=6, cost="mi", sloppy=True, init=np.eye(4))
+    single = register_linear(moved(fixed, truth), fixed, **kw)
+    multi = register_linear(moved(fixed, truth), fixed, n_starts=13, **kw)
+    assert surface_error(single) > 5.0, surface_error(single)
+    assert surface_error(multi) < 1.0, surface_error(multi)
