@@ -125,13 +125,21 @@ class Int16Overflow(ValueError):
     """A volume does not fit the int16 range chosen for the series (the writer never clips)."""
 
 
+def series_stats(img) -> tuple[float, np.ndarray]:
+    """One pass over a 4-D image, a volume at a time: the largest absolute finite value (for the
+    int16 scale) and the temporal mean volume (float64 sum, float32 result)."""
+    top, total = 0.0, np.zeros(img.shape[:3])
+    for t in range(img.shape[3]):
+        vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
+        finite = np.abs(vol[np.isfinite(vol)])
+        top = max(top, float(finite.max(initial=0.0)))
+        total += vol
+    return top, (total / img.shape[3]).astype(np.float32)
+
+
 def series_max_abs(img) -> float:
     """The largest absolute finite value over every volume of a 4-D image (read one at a time)."""
-    top = 0.0
-    for t in range(img.shape[3]):
-        vol = np.abs(np.asarray(img.dataobj[..., t], dtype=np.float32))
-        top = max(top, float(vol[np.isfinite(vol)].max(initial=0.0)))
-    return top
+    return series_stats(img)[0]
 
 
 def write_series(path, shape4d, affine, header, volume, max_abs: float, headroom: float = 1.5):

@@ -91,7 +91,7 @@ def test_device_auto_falls_back_to_cpu():
 def test_static_temporal_model_is_the_mean_sr_plus_a_linear_time_course(small_run, checkpoint):
     """tvsr's default ``temporal="static"``: the network sees only the run's mean, so each volume's
     deviation from the first is the data-consistent spline of the LR deviation (linear in the data)."""
-    from bids_boldsr.sr.apply import temporal_mean
+    from bids_boldsr.nifti import series_stats
     from bids_boldsr.sr.tvsr.common import data_consistency
     from bids_boldsr.sr.tvsr.infer import run_super_resolver
     from bids_boldsr.sr.tvsr.resample import upsample
@@ -100,7 +100,7 @@ def test_static_temporal_model_is_the_mean_sr_plus_a_linear_time_course(small_ru
     hyper = model.config["hyper"]
     assert hyper["temporal"] == "static" and hyper["fluct_dc_iters"] == 10
     img = nib.load(small_run)
-    mean = temporal_mean(img)
+    mean = series_stats(img)[1]
     assert np.allclose(mean, np.asarray(img.dataobj, np.float64).mean(-1), atol=1e-3)
     run = run_super_resolver(model, mean)
     vols = [np.asarray(img.dataobj[..., t], np.float32) for t in (0, 3)]

@@ -132,9 +132,9 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     import torch
     torch.set_num_threads(1)
     from ..nifti import StreamingNiftiWriter
-    from ..sr.apply import temporal_mean
+    from ..nifti import series_stats
     img = nib.load(str(lr_path))
-    model = run_super_resolver(load_tvsr(ckpt, "cpu"), temporal_mean(img)) if ckpt else None
+    model = run_super_resolver(load_tvsr(ckpt, "cpu"), series_stats(img)[1]) if ckpt else None
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)
     start = time.perf_counter()
     with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:
@@ -161,16 +161,19 @@ def functional_check(hr, sr, mask):
     a, b = hr[mask], sr[mask]
     a0, b0 = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
     corr = (a0 * b0).sum(1) / np.sqrt((a0 ** 2).sum(1) * (b0 ** 2).sum(1) + 1e-12)
-    tsnr = lambda x: float(np.median(x.mean(1) / (x.std(1) + 1e-6)))
-    return {"temporal_corr_median": float(np.median(corr)), "tsnr_sr": tsnr(b), "tsnr_hr": tsnr(a)}
+    return {"temporal_corr_median": float(np.median(corr)), "tsnr_sr": _median_tsnr(b), "tsnr_hr": _median_tsnr(a)}
+
+
+def _median_tsnr(rows) -> float:
+    """Median over voxels (rows) of the temporal mean / standard deviation."""
+    return float(np.median(rows.mean(1) / (rows.std(1) + 1e-6)))
 
 
 def tsnr_of(series) -> float:
     """Median tSNR inside the series' own EPI mask (the LR input run's, for the tSNR criterion)."""
     from nilearn.masking import compute_epi_mask
     mask = compute_epi_mask(nib.Nifti1Image(series.mean(-1), np.eye(4))).get_fdata() > 0
-    x = series[mask]
-    return float(np.median(x.mean(1) / (x.std(1) + 1e-6)))
+    return _median_tsnr(series[mask])
 
 
 def _events_path(bold) -> Path:

@@ -77,7 +77,7 @@ def compare(model, img, volumes):
 def static_timing(model, img, volumes):
     """The default ``temporal="static"`` path: one network pass on the run's mean, then per volume
     the data-consistent spline of its deviation. Returns (mean SR seconds, median s per volume)."""
-    from ..sr.apply import temporal_mean
+    from ..nifti import series_stats
 
     from ..sr.tvsr.train import DEFAULTS
 
@@ -85,7 +85,7 @@ def static_timing(model, img, volumes):
     hyper = {**hyper, "temporal": "static",
              "fluct_dc_iters": hyper.get("fluct_dc_iters", DEFAULTS["tvsr"]["fluct_dc_iters"])}
     static = replace(model, config={**model.config, "hyper": hyper})
-    resolve = run_super_resolver(static, temporal_mean(img))
+    resolve = run_super_resolver(static, series_stats(img)[1])
     vol0 = np.asarray(img.dataobj[..., 0], np.float32)
     _, first = _timed(lambda: resolve(vol0, img.affine))  # includes the mean's SR
     per = [_timed(lambda: resolve(np.asarray(img.dataobj[..., t], np.float32), img.affine))[1] for t in volumes]

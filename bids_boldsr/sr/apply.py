@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nifti import load_series, series_max_abs, voxel_sizes, write_series
+from ..nifti import load_series, series_stats, voxel_sizes, write_series
 from ..provenance import software_versions
 from .grid import sr_target_grid
 from .interpolate import ORDERS, interpolate_volume
@@ -65,7 +65,8 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
     if img.ndim != 4:
         raise ValueError(f"{Path(bold_file).name} is not 4-D")
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor, voxel_size=voxel_size)
-    fn = volume_method(method, checkpoint, device, temporal_mean(img) if needs_training(method) else None)
+    max_abs, mean = series_stats(img)  # one read of the run for both
+    fn = volume_method(method, checkpoint, device, mean if needs_training(method) else None)
     n = img.shape[3]
     bar = _progress(n, f"SR {Path(bold_file).name}", progress)
 
@@ -74,7 +75,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
         return fn(vol, img.affine, shape, affine)
     # int16 scaled for the whole series' range (+50 % for the SR overshoot), float32 if it overflows
-    write_series(out_file, shape + (n,), affine, img.header, volume, series_max_abs(img))
+    write_series(out_file, shape + (n,), affine, img.header, volume, max_abs)
     bar.close()
     meta = {
         "SuperResolutionMethod": method,
@@ -96,14 +97,6 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
                      if k not in ("SuperResolutionMethod", "TrainingSeconds")})
         meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
     return meta
-
-
-def temporal_mean(img) -> np.ndarray:
-    """The run's mean volume, read one volume at a time (float64 sum)."""
-    total = np.zeros(img.shape[:3])
-    for t in range(img.shape[3]):
-        total += np.asarray(img.dataobj[..., t], dtype=np.float64)
-    return (total / img.shape[3]).astype(np.float32)
 
 
 def _sha256(path) -> str:
