@@ -10,8 +10,8 @@ leaves a half-written output.
 """
 from __future__ import annotations
 
-import gzip
 import os
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -73,39 +73,48 @@ class StreamingNiftiWriter:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.name.endswith(".gz"):  # no name, no time in the gzip header: reproducible bytes
-            self._fh = gzip.GzipFile(filename="", mode="wb", compresslevel=self.compresslevel,
-                                     fileobj=open(self._tmp, "wb"), mtime=0)
-        else:
-            self._fh = open(self._tmp, "wb")
-        self._fh.write(self.header.binaryblock)
-        self._fh.write(b"\x00" * (352 - len(self.header.binaryblock)))  # empty extension block
+        self._fh = open(self._tmp, "wb")
+        block = self.header.binaryblock
+        self._fh.write(self._compress(block + b"\x00" * (352 - len(block))))  # + empty extension
         return self
 
-    def write_volume(self, vol: np.ndarray) -> None:
+    def encode(self, vol: np.ndarray, index: int | None = None) -> bytes:
+        """The bytes :meth:`write_encoded` appends for one volume: scaled, checked, and for
+        ``.nii.gz`` compressed as its own gzip member. Touches no state of the writer, so volumes
+        may be encoded in parallel threads (zlib and numpy release the GIL) and written in order."""
         vol = np.asarray(vol)
         if vol.shape != self.shape[:3]:
             raise ValueError(f"volume shape {vol.shape} != {self.shape[:3]}")
-        if self.written >= self.shape[3]:
-            raise ValueError("more volumes written than declared")
         if self.scale is not None:
             info = np.iinfo(self.dtype)
-            vol = np.round(vol / self.scale)
+            vol = np.divide(vol, self.scale)
+            np.rint(vol, out=vol)
             if not (vol.min(initial=0) >= info.min and vol.max(initial=0) <= info.max):
-                raise Int16Overflow(f"volume {self.written} exceeds the int16 range at scale "
-                                    f"{self.scale:g}")
-            vol = np.clip(vol, info.min, info.max)
-        self._fh.write(np.asarray(vol, dtype=self.dtype).tobytes(order="F"))
+                where = self.written if index is None else index
+                raise Int16Overflow(f"volume {where} exceeds the int16 range at scale {self.scale:g}")
+        return self._compress(vol.astype(self.dtype, order="F").tobytes(order="F"))
+
+    def write_encoded(self, data: bytes) -> None:
+        if self.written >= self.shape[3]:
+            raise ValueError("more volumes written than declared")
+        self._fh.write(data)
         self.written += 1
 
+    def write_volume(self, vol: np.ndarray) -> None:
+        self.write_encoded(self.encode(vol))
+
+    def _compress(self, data: bytes) -> bytes:
+        """A gzip member (no name, no time: reproducible bytes) for ``.nii.gz``, else ``data``.
+        Concatenated members are one valid gzip file (RFC 1952), read as one stream by
+        Python's gzip, nibabel, zlib's gzread (FSL, AFNI, ITK) and gunzip."""
+        if not self.path.name.endswith(".gz"):
+            return data
+        packer = zlib.compressobj(self.compresslevel, zlib.DEFLATED, 31)
+        return packer.compress(data) + packer.flush()
+
     def __exit__(self, exc_type, exc, tb):
-        raw = getattr(self._fh, "fileobj", None)  # GzipFile does not close a file it was given
         try:
-            try:
-                self._fh.close()  # gzip flushes here: a full disk may fail now
-            finally:
-                if raw is not None:
-                    raw.close()
+            self._fh.close()  # a full disk may fail now
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             if exc_type is None:

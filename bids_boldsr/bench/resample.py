@@ -85,14 +85,14 @@ def main(argv=None) -> int:
     p.add_argument("--bold", default=DEFAULT_BOLD)
     p.add_argument("--volumes", type=int, default=10)
     p.add_argument("--factor", type=float, default=2.0)
-    p.add_argument("--engines", nargs="+", help="first = baseline (default: scipy threads, + torch on "
+    p.add_argument("--engines", nargs="+", help="first = baseline (default: scipy threads numba, + torch on "
                    "CUDA; torch on CPU is slower than scipy and exists for tests)")
     p.add_argument("--threads", type=int, help="threads of the threads/torch engines (default: all CPUs)")
     p.add_argument("--device", default="cpu", help="device of the torch engine (cpu, cuda)")
     p.add_argument("--json", help="write the result here (e.g. docs/results/resample-forrest.json)")
     opts = p.parse_args(argv)
     if not opts.engines:
-        opts.engines = ["scipy", "threads"] + (["torch"] if opts.device.startswith("cuda") else [])
+        opts.engines = ["scipy", "threads", "numba"] + (["torch"] if opts.device.startswith("cuda") else [])
     template = embedded_image(1, suffix="T1w")
     brain = embedded_image(1, desc="brain", suffix="mask")
     with tempfile.TemporaryDirectory() as work:
