@@ -167,8 +167,8 @@ class _ResampleSeriesInputSpec(BaseInterfaceInputSpec):
     xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output space first")
     hmc_file = File(exists=True, desc="per-volume head-motion pull matrices (ITK)")
     order = traits.Int(3, usedefault=True)
-    engine = traits.Enum("auto", "threads", "scipy", "torch", usedefault=True,
-                         desc="registration.apply engine (auto: torch on CUDA, else threads)")
+    engine = traits.Enum("auto", "numba", "threads", "scipy", "torch", usedefault=True,
+                         desc="registration.apply engine (auto: torch on CUDA, else numba)")
     device = traits.Str("cpu", usedefault=True)
     num_threads = traits.Int(0, usedefault=True, desc="threads (0: every usable CPU)")
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
