@@ -62,6 +62,16 @@ def _kernels():
     jit = numba.njit(parallel=True, nogil=True, fastmath=False, cache=False)
 
     @numba.njit(inline="always")
+    def _voxel(pts, p, m, dims):
+        """Voxel coordinate of point p, and whether it lies in [0, n - 1] on every axis."""
+        px, py, pz = pts[p, 0], pts[p, 1], pts[p, 2]
+        x = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3]
+        y = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3]
+        z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
+        inside = 0.0 <= x <= dims[0] - 1 and 0.0 <= y <= dims[1] - 1 and 0.0 <= z <= dims[2] - 1
+        return x, y, z, inside
+
+    @numba.njit(inline="always")
     def _cubic_weights(t):
         t2 = t * t
         t3 = t2 * t
@@ -73,11 +83,8 @@ def _kernels():
     @jit
     def cubic(coef, dims, pts, m, cval, out):
         for p in numba.prange(pts.shape[0]):
-            px, py, pz = pts[p, 0], pts[p, 1], pts[p, 2]
-            x = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3]
-            y = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3]
-            z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
-            if not (0.0 <= x <= dims[0] - 1 and 0.0 <= y <= dims[1] - 1 and 0.0 <= z <= dims[2] - 1):
+            x, y, z, inside = _voxel(pts, p, m, dims)
+            if not inside:
                 out[p] = cval
                 continue
             fx, fy, fz = np.floor(x), np.floor(y), np.floor(z)
@@ -98,11 +105,8 @@ def _kernels():
     @jit
     def linear(coef, dims, pts, m, cval, out):
         for p in numba.prange(pts.shape[0]):
-            px, py, pz = pts[p, 0], pts[p, 1], pts[p, 2]
-            x = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3]
-            y = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3]
-            z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
-            if not (0.0 <= x <= dims[0] - 1 and 0.0 <= y <= dims[1] - 1 and 0.0 <= z <= dims[2] - 1):
+            x, y, z, inside = _voxel(pts, p, m, dims)
+            if not inside:
                 out[p] = cval
                 continue
             fx, fy, fz = np.floor(x), np.floor(y), np.floor(z)
