@@ -5,6 +5,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
                                     SimpleInterface, TraitedSpec, traits)
 
 from .base import save_img
+from ..registration.apply import ENGINES
 
 
 class _RegisterInputSpec(BaseInterfaceInputSpec):
@@ -167,7 +168,7 @@ class _ResampleSeriesInputSpec(BaseInterfaceInputSpec):
     xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output space first")
     hmc_file = File(exists=True, desc="per-volume head-motion pull matrices (ITK)")
     order = traits.Int(3, usedefault=True)
-    engine = traits.Enum("auto", "numba", "threads", "scipy", "torch", usedefault=True,
+    engine = traits.Enum(*ENGINES, usedefault=True,
                          desc="registration.apply engine (auto: torch on CUDA, else numba)")
     device = traits.Str("cpu", usedefault=True)
     num_threads = traits.Int(0, usedefault=True, desc="threads (0: every usable CPU)")
