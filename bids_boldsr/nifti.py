@@ -17,6 +17,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+try:  # ISA-L's deflate: the same format, about 6x faster than zlib at level 1 (smaller output too)
+    from isal import isal_zlib as _deflate
+except ImportError:  # not every platform has wheels: zlib writes the same kind of member
+    _deflate = zlib
+
 
 def voxel_sizes(affine) -> np.ndarray:
     """Voxel sizes (mm) encoded by an affine's columns."""
@@ -38,7 +43,7 @@ class StreamingNiftiWriter:
 
     ``dtype`` float32 (default) or int16; for int16 give ``scale`` (the NIfTI scl_slope) so that
     stored = round(value / scale).  ``.nii.gz`` paths are gzip-compressed at ``compresslevel``
-    (1 by default: gzip, not compute, dominates large outputs).
+    (1 by default: gzip, not compute, dominates large outputs; with ISA-L, levels above 3 are 3).
     """
 
     def __init__(self, path, shape4d, affine, header=None, dtype=np.float32, scale=None,
@@ -109,7 +114,7 @@ class StreamingNiftiWriter:
         Python's gzip, nibabel, zlib's gzread (FSL, AFNI, ITK) and gunzip."""
         if not self.path.name.endswith(".gz"):
             return data
-        packer = zlib.compressobj(self.compresslevel, zlib.DEFLATED, 31)
+        packer = _deflate.compressobj(min(self.compresslevel, 3), zlib.DEFLATED, 31)
         return packer.compress(data) + packer.flush()
 
     def __exit__(self, exc_type, exc, tb):
@@ -148,7 +153,15 @@ def series_stats(img) -> tuple[float, np.ndarray]:
 
 def series_max_abs(img) -> float:
     """The largest absolute finite value over every volume of a 4-D image (read one at a time)."""
-    return series_stats(img)[0]
+    top = 0.0
+    for t in range(img.shape[3]):
+        vol = np.asarray(img.dataobj[..., t], dtype=np.float32)
+        low, high = float(np.nanmin(vol, initial=np.inf)), float(np.nanmax(vol, initial=-np.inf))
+        if not (np.isfinite(low) and np.isfinite(high)):  # +-inf or all-NaN: the finite ones only
+            finite = vol[np.isfinite(vol)]
+            low, high = float(finite.min(initial=0.0)), float(finite.max(initial=0.0))
+        top = max(top, abs(low), abs(high))
+    return top
 
 
 def write_series(path, shape4d, affine, header, volume, max_abs: float, headroom: float = 1.5):

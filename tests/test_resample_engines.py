@@ -55,6 +55,22 @@ def test_compiled_kernel_maps_world_points_through_the_matrix():
     assert (ref == 0).mean() > 0.05 and (ref != 0).mean() > 0.3
 
 
+@pytest.mark.parametrize("shape", [None, (5, 1, 7), (2, 3, 4)])
+def test_compiled_prefilter_equals_scipy_spline_filter(shape):
+    """The all-core prefilter gives scipy's mirror-boundary cubic coefficients (float32 storage
+    between axes), on a real volume and on axes of length 1 and 2; then the mirrored pad."""
+    from bids_boldsr.registration import kernel
+
+    vol = _bold(1)[0][..., 0] if shape is None else np.random.default_rng(4).normal(50, 9, shape)
+    vol = vol.astype(np.float32)
+    ref = ndimage.spline_filter(vol, order=3)  # float64 throughout
+    coef = kernel.coefficients(vol, 3)
+    inner = coef[kernel.PAD:-kernel.PAD, kernel.PAD:-kernel.PAD, kernel.PAD:-kernel.PAD]
+    assert coef.dtype == np.float32 and inner.shape == vol.shape
+    assert np.abs(inner - ref).max() < 1e-6 * np.abs(ref).max()
+    assert np.array_equal(coef, np.pad(inner, kernel.PAD, mode="reflect"))
+
+
 @pytest.mark.parametrize("engine", ["torch", "numba"])
 def test_spline_kernels_equal_scipy_map_coordinates(engine):
     """Cubic and linear sampling = scipy's mode='constant' values (float32 rounding), edges

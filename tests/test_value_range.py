@@ -75,3 +75,17 @@ def test_int16_writer_refuses_to_clip(tmp_path):
         with StreamingNiftiWriter(out, (2, 2, 2, 1), np.eye(4), dtype=np.int16, scale=0.01) as w:
             w.write_volume(np.full((2, 2, 2), 1000.0))  # 1000 / 0.01 > 32767
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_series_max_abs_is_the_largest_finite_magnitude():
+    """The int16 scale's input: the largest |value| over all volumes, ignoring NaN and +-inf
+    (an all-NaN volume counts as nothing), equal to series_stats' value."""
+    from bids_boldsr.nifti import series_max_abs, series_stats
+
+    data = np.random.default_rng(5).normal(0, 10, (4, 5, 6, 4)).astype(np.float32)
+    data[1, 1, 1, 1] = -321.5  # the largest magnitude is negative, in a later volume
+    data[0, 0, 0, 2], data[2, 2, 2, 2] = np.inf, np.nan
+    data[..., 3] = np.nan
+    img = nib.Nifti1Image(data, np.eye(4))
+    assert series_max_abs(img) == pytest.approx(321.5)
+    assert series_max_abs(img) == pytest.approx(series_stats(img)[0])
