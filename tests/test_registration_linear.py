@@ -127,6 +127,10 @@ def test_head_motion_recovered(t1w_2mm):
                                    "framewise_displacement"]
     assert np.isnan(table["framewise_displacement"][0])
     np.testing.assert_allclose(table["framewise_displacement"][1:], framewise_displacement(true_params)[1:], atol=1.0)
+    # read and fitted 5 volumes at a time (memory flat in run length): the same estimates
+    blocks = estimate_head_motion(nib.Nifti1Image(series, ref.affine), ref, block=5)
+    np.testing.assert_allclose(blocks["matrices"], res["matrices"], atol=1e-4)
+    np.testing.assert_allclose(blocks["params"], res["params"], atol=1e-5)
 
 
 def test_framewise_displacement_formula():
