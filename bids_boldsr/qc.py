@@ -21,7 +21,15 @@ def mask_overlap(warped_mask, template_mask, fov, space: str) -> dict:
 
 
 def streamed_mean_std(img, mask=None):
-    """Voxelwise temporal mean and std of a 4-D image, reading one volume at a time."""
+    """Voxelwise temporal mean and std of a 4-D image, reading one volume at a time.
+
+    A file-backed image's result is kept for the file as it is on disk (path, size, mtime): a
+    participant report asks for the same series' mean several times (tSNR, consistency map,
+    lobule and template figures), and each read decompresses the whole run. The arrays returned
+    are read-only, shared between the callers."""
+    key = _file_key(img)
+    if key is not None and key in _MEAN_STD:
+        return _MEAN_STD[key]
     n = img.shape[3]
     total = np.zeros(img.shape[:3], dtype=np.float64)
     total_sq = np.zeros(img.shape[:3], dtype=np.float64)
@@ -31,7 +39,26 @@ def streamed_mean_std(img, mask=None):
         total_sq += vol * vol
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    mean.setflags(write=False)
+    std.setflags(write=False)
+    if key is not None:
+        while len(_MEAN_STD) >= 4:  # the few series of one report, bounded
+            _MEAN_STD.pop(next(iter(_MEAN_STD)))
+        _MEAN_STD[key] = (mean, std)
     return mean, std
+
+
+_MEAN_STD: dict = {}
+
+
+def _file_key(img):
+    import os
+
+    name = img.get_filename() if hasattr(img, "get_filename") else None
+    if not name or not os.path.isfile(name):
+        return None
+    st = os.stat(name)
+    return os.path.realpath(name), st.st_size, st.st_mtime_ns
 
 
 def streamed_tsnr(img, mask) -> float:

@@ -80,3 +80,29 @@ def resample(data, src_affine, ref_shape, ref_affine, transforms=(), order=3, cv
             out = np.empty(ref_shape, dtype=dtype)
         out[start:start + shape[0]] = vals
     return out
+
+
+def resample_compiled(data, src_affine, ref_shape, ref_affine, transforms=(), order=1, cval=0.0,
+                      max_points=2 ** 22) -> np.ndarray:
+    """:func:`resample` for orders 1 and 3 by the compiled all-core kernel (``kernel``), float32
+    (equal within float32 rounding); for the report's figures, where a 0.7 mm T1w grid is 40 M
+    points. Other orders, or without numba, fall back to :func:`resample`."""
+    from . import kernel
+
+    if order not in (1, 3) or not kernel.available():
+        return resample(data, src_affine, ref_shape, ref_affine, transforms, order=order, cval=cval)
+    data = np.asarray(data, dtype=np.float32)
+    coef = kernel.coefficients(data, order)
+    to_voxels = np.linalg.inv(np.asarray(src_affine, dtype=float))
+    ref_shape = tuple(ref_shape[:3])
+    out = np.empty(ref_shape, dtype=np.float32)
+    flat, plane = out.reshape(-1), ref_shape[1] * ref_shape[2]
+    step = max(1, max_points // max(1, plane))
+    for start in range(0, ref_shape[0], step):
+        shape = (min(step, ref_shape[0] - start),) + ref_shape[1:]
+        slab_affine = np.asarray(ref_affine, dtype=float).copy()
+        slab_affine[:3, 3] = slab_affine[:3, :3] @ [start, 0, 0] + slab_affine[:3, 3]
+        pts = map_points(grid_points(shape, slab_affine, dtype=np.float32), transforms)
+        kernel.sample_points(coef, data.shape, pts, to_voxels, order, cval,
+                             out=flat[start * plane:(start + shape[0]) * plane])
+    return out

@@ -93,10 +93,10 @@ def frame_png(tile, path, vmin, vmax, cmap="gray", contour=None, contour_color="
 
 def resample_like(img, ref_shape, ref_affine, transforms=(), order=1) -> np.ndarray:
     """``img`` (3-D) on a reference grid through a pull chain (``registration.resample``)."""
-    from ..registration.resample import resample
+    from ..registration.resample import resample_compiled
 
     data = np.asanyarray(img.dataobj)
     if data.ndim > 3:
         data = data[..., 0]
-    return resample(np.asarray(data, dtype=np.float32), img.affine, ref_shape, ref_affine,
-                    list(transforms), order=order)
+    return resample_compiled(np.asarray(data, dtype=np.float32), img.affine, ref_shape, ref_affine,
+                             list(transforms), order=order)
