@@ -75,7 +75,7 @@ _COMPILED = {}
 
 
 def _kernels():
-    """Compile on first use (about 2 s per process), so importing this module costs nothing."""
+    """Compile on first use (seconds, once per process), so importing this module costs nothing."""
     if _COMPILED:
         return _COMPILED
     import numba

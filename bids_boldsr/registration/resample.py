@@ -69,10 +69,7 @@ def resample(data, src_affine, ref_shape, ref_affine, transforms=(), order=3, cv
     else:
         order_kw = True
     out = None
-    for start in range(0, ref_shape[0], step):
-        shape = (min(step, ref_shape[0] - start),) + ref_shape[1:]
-        slab_affine = np.asarray(ref_affine, dtype=float).copy()
-        slab_affine[:3, 3] = slab_affine[:3, :3] @ [start, 0, 0] + slab_affine[:3, 3]
+    for start, shape, slab_affine in _slabs(ref_shape, ref_affine, step):
         pts = map_points(grid_points(shape, slab_affine), transforms)
         vals = sample(data, points_to_voxels(pts, src_affine), shape, order=order, cval=cval,
                       prefilter=order_kw)
@@ -80,6 +77,14 @@ def resample(data, src_affine, ref_shape, ref_affine, transforms=(), order=3, cv
             out = np.empty(ref_shape, dtype=dtype)
         out[start:start + shape[0]] = vals
     return out
+
+
+def _slabs(ref_shape, ref_affine, step):
+    """``(start, shape, affine)`` of consecutive slabs of ``step`` planes along the first axis."""
+    for start in range(0, ref_shape[0], step):
+        affine = np.asarray(ref_affine, dtype=float).copy()
+        affine[:3, 3] = affine[:3, :3] @ [start, 0, 0] + affine[:3, 3]
+        yield start, (min(step, ref_shape[0] - start),) + tuple(ref_shape[1:3]), affine
 
 
 def resample_compiled(data, src_affine, ref_shape, ref_affine, transforms=(), order=1, cval=0.0,
@@ -97,11 +102,7 @@ def resample_compiled(data, src_affine, ref_shape, ref_affine, transforms=(), or
     ref_shape = tuple(ref_shape[:3])
     out = np.empty(ref_shape, dtype=np.float32)
     flat, plane = out.reshape(-1), ref_shape[1] * ref_shape[2]
-    step = max(1, max_points // max(1, plane))
-    for start in range(0, ref_shape[0], step):
-        shape = (min(step, ref_shape[0] - start),) + ref_shape[1:]
-        slab_affine = np.asarray(ref_affine, dtype=float).copy()
-        slab_affine[:3, 3] = slab_affine[:3, :3] @ [start, 0, 0] + slab_affine[:3, 3]
+    for start, shape, slab_affine in _slabs(ref_shape, ref_affine, max(1, max_points // max(1, plane))):
         pts = map_points(grid_points(shape, slab_affine, dtype=np.float32), transforms)
         kernel.sample_points(coef, data.shape, pts, to_voxels, order, cval,
                              out=flat[start * plane:(start + shape[0]) * plane])
