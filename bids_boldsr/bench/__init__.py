@@ -10,6 +10,7 @@ import nibabel as nib
 
 COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "register": "registration vs. ANTs SyN on labelled pairs",
+            "register-real": "real T1w -> the embedded template vs. ANTs: tissue overlap, LNCC, inverse consistency",
             "register-sr": "BOLD -> T1w coregistration from super-resolved vs. interpolated references",
             "coreg": "BOLD -> T1w rigid coregistration spread from perturbed starts, single vs multi-start",
             "template": "the workflow's T1w -> template registration on one T1w (penalty weights)",
