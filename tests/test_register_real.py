@@ -24,11 +24,14 @@ def test_tissue_classes_from_labels_and_intensities():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 3, (30, 30, 30))  # 0 CSF, 1 GM, 2 WM
     t1w = np.choose(truth, [0.2, 0.55, 0.9]) + rng.normal(0, 0.04, truth.shape)
-    mask = np.ones(truth.shape, bool)
-    mask[0] = False
-    found = rr.tissue_from_intensities(t1w.astype(np.float32), mask)
-    assert (found[0] == 0).all()
-    assert (found[mask] == truth[mask]).mean() > 0.99
+    mask = np.zeros(truth.shape, bool)
+    mask[5:25, 5:25, 5:25] = True
+    t1w[5] = 3.0  # bright "scalp" at the mask's edge
+    found = rr.tissue_from_intensities(t1w.astype(np.float32), mask, (1.0, 1.0, 1.0), erode_mm=2)
+    core = np.zeros_like(mask)
+    core[7:23, 7:23, 7:23] = True  # the mask eroded by 2 voxels (a ball: the cube's edges go too)
+    assert not found[~mask].any() and not found[5:7].any()
+    assert (found[core] == truth[core]).mean() > 0.99
 
 
 def test_inverse_consistency_in_mm():

@@ -12,7 +12,8 @@ Every method's transforms are read back as pull chains and scored by the same co
   the template grid against ``probseg > 0.5`` (Dice) and against ``probseg`` itself (soft Dice
   ``2 sum(p q) / (sum p + sum q)``, ``q`` the warped tissue indicator, trilinear). Subject tissue
   comes from its FreeSurfer aseg (``--labelled T1W DSEG``) or, without labels (``--t1w``), from a
-  3-class Gaussian mixture of its intensities inside the brain mask, fitted in its own space;
+  3-class Gaussian mixture of its intensities inside the brain mask (``tissue_from_intensities``),
+  fitted in its own space (the same classes for every method);
 * cerebellum: the template's AAL cerebellum carried through the inverse onto the subject grid
   against the aseg cerebellum (labelled pairs), and the aseg cerebellum warped to the template;
 * LNCC (window 9) of the warped T1w and the template inside the template brain mask;
@@ -62,19 +63,39 @@ def tissue_from_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def tissue_from_intensities(t1w: np.ndarray, mask: np.ndarray, seed: int = 0, sample: int = 200_000
-                            ) -> np.ndarray:
-    """0 outside/CSF, 1 GM, 2 WM: a 3-class Gaussian mixture of the T1w inside ``mask`` (classes
-    ordered by mean intensity: CSF < GM < WM on a T1w), fitted on a random sample of voxels."""
+def _eroded(mask: np.ndarray, zooms, mm: float) -> np.ndarray:
+    from scipy import ndimage
+
+    radius = np.array([max(1, int(round(mm / z))) for z in zooms[:3]])
+    offsets = np.indices(2 * radius + 1) - radius[:, None, None, None]
+    ball = (np.square(offsets) / np.square(radius.astype(float))[:, None, None, None]).sum(0) <= 1
+    return ndimage.binary_erosion(mask, ball)
+
+
+def tissue_from_intensities(t1w: np.ndarray, mask: np.ndarray, zooms, erode_mm: float = 4.0, seed: int = 0,
+                            sample: int = 200_000) -> np.ndarray:
+    """0 outside/CSF/other, 1 GM, 2 WM from a T1w without labels.
+
+    A brain mask pulled through an affine keeps some bright scalp and marrow at its edge, which a
+    3-class mixture would take for tissue classes. So the 3-class Gaussian mixture (classes
+    ordered by mean: CSF < GM < WM) is fitted on the mask eroded by ``2 * erode_mm`` (brain only),
+    voxels of the mask eroded by ``erode_mm`` are classified, and those brighter than the WM
+    class's mean + 3 sd (fat, vessels) are left out."""
     from sklearn.mixture import GaussianMixture
 
-    values = t1w[mask].astype(np.float64)
+    core, region = _eroded(mask, zooms, 2 * erode_mm), _eroded(mask, zooms, erode_mm)
     rng = np.random.default_rng(seed)
-    fit = values[rng.choice(values.size, min(sample, values.size), replace=False)][:, None]
+    fit = t1w[core].astype(np.float64)
+    fit = fit[rng.choice(fit.size, min(sample, fit.size), replace=False)][:, None]
     gmm = GaussianMixture(3, random_state=seed).fit(fit)
-    rank = np.argsort(np.argsort(gmm.means_[:, 0]))  # component -> 0 CSF, 1 GM, 2 WM
+    order = np.argsort(gmm.means_[:, 0])
+    rank = np.argsort(order)  # component -> 0 CSF, 1 GM, 2 WM
+    values = t1w[region].astype(np.float64)
+    classes = rank[gmm.predict(values[:, None])]
+    wm = order[2]
+    classes[values > gmm.means_[wm, 0] + 3 * np.sqrt(gmm.covariances_.ravel()[wm])] = 0
     out = np.zeros(t1w.shape, np.uint8)
-    out[mask] = rank[gmm.predict(values[:, None])]
+    out[region] = classes
     return out
 
 
@@ -203,7 +224,8 @@ def prepare_subject(path, labels_path, template: dict, sloppy: bool, seed: int, 
     mask = np.asanyarray(brain_mask_from_template(t1w, template["mask"], matrix).dataobj) > 0
     data = np.asanyarray(t1w.dataobj, dtype=np.float32)
     labels = np.asanyarray(nib.load(labels_path).dataobj).astype(np.int32) if labels_path else None
-    tissue = tissue_from_labels(labels) if labels is not None else tissue_from_intensities(data, mask, seed)
+    tissue = (tissue_from_labels(labels) if labels is not None
+              else tissue_from_intensities(data, mask, t1w.header.get_zooms(), seed=seed))
     brain_image = np.where(mask, data, 0).astype(np.float32)
     brain_path = work / f"{Path(path).name.split('.')[0]}_brain.nii.gz"
     nib.save(nib.Nifti1Image(brain_image, t1w.affine), brain_path)
