@@ -64,12 +64,11 @@ def tissue_from_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _eroded(mask: np.ndarray, zooms, mm: float) -> np.ndarray:
+    """``mask`` shrunk by ``mm`` (Euclidean, in voxel sizes ``zooms``; the inverse of
+    ``registration.linear.dilate_mask``)."""
     from scipy import ndimage
 
-    radius = np.array([max(1, int(round(mm / z))) for z in zooms[:3]])
-    offsets = np.indices(2 * radius + 1) - radius[:, None, None, None]
-    ball = (np.square(offsets) / np.square(radius.astype(float))[:, None, None, None]).sum(0) <= 1
-    return ndimage.binary_erosion(mask, ball)
+    return ndimage.distance_transform_edt(mask, sampling=zooms[:3]) > mm
 
 
 def tissue_from_intensities(t1w: np.ndarray, mask: np.ndarray, zooms, erode_mm: float = 4.0, seed: int = 0,
