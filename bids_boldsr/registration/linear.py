@@ -71,12 +71,14 @@ def _prepare(img, finest, mask=None):
     data, aff = image_data(img)
     k = [max(1, int(round(finest / (1.5 * v)))) for v in voxel_sizes(aff)]
     if max(k) > 1:
-        data, aff = _pool(data, aff, k)
+        data, aff = block_average(data, aff, k)
     sel = None if mask is None else _mask_at(mask, data.shape, aff)
     return normalise(data, sel), aff
 
 
-def _pool(data, aff, k):
+def block_average(data, aff, k):
+    """``data`` averaged over blocks of ``k`` voxels per axis (the last block may be partial), with
+    the affine of the block centres."""
     t = torch.nn.functional.avg_pool3d(torch.from_numpy(data)[None, None], k, k, ceil_mode=True)
     scale = np.diag(list(k) + [1]).astype(float)
     scale[:3, 3] = (np.asarray(k) - 1) / 2.0
@@ -285,12 +287,18 @@ def brain_mask_from_template(t1w_img: nib.Nifti1Image, template_mask_img: nib.Ni
 
 
 def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, template_mask: nib.Nifti1Image,
-                         dof: int = 12, device="cpu", sloppy=False, init=None, seed: int = 0) -> np.ndarray:
-    """T1w with skull -> skull-stripped template (pull matrix template -> T1w).
+                         dof: int = 12, device="cpu", sloppy=False, init=None, seed: int = 0,
+                         moving_brain=None) -> np.ndarray:
+    """T1w with skull -> skull-stripped template (pull matrix template -> T1w); samples inside a
+    10 mm dilated template brain mask.
 
-    Stage 1: affine with samples inside a 10 mm dilated template brain mask (the T1w skull
-    lies outside it once aligned). Stage 2: samples landing outside the pulled-back brain
-    mask (dilated 5 mm) are dropped, i.e. the T1w is skull-stripped, and stage 1 is refined.
+    ``moving_brain``: a brain mask of the T1w (image or (array, affine); the workflow's is
+    ``segmentation.brain.brain_mask``). The T1w is skull-stripped by it and registered in one stage,
+    brain with brain. Without it (or when it is empty), two stages: the T1w with skull, then
+    samples landing outside the template mask pulled back through that estimate (dilated 5 mm) are
+    dropped and the estimate is refined. That mask moves with the estimate, so nothing stops it from
+    growing: on ds-xa30 (bright scalp) the template brain spread over the whole head (pulled mask
+    2940 ml for a template mask of 1900 ml; docs/benchmarks-registration.md).
     """
     tmask = np.asanyarray(template_mask.dataobj) > 0
     t_aff = np.asarray(template_mask.affine, dtype=float)
@@ -299,6 +307,11 @@ def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, templa
     f_data, f_aff = _prepare(template, finest, wide)
     m_data, m_aff = _prepare(t1w, finest, None)
     args = (dof, "mi")
+    b_data, b_aff = _as_mask(moving_brain) or (None, None)
+    if b_data is not None and b_data.any():  # (an empty mask: the network found no brain)
+        sel = _mask_at((b_data, b_aff), m_data.shape, m_aff)
+        m_data = normalise(m_data, sel) * sel
+        return _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
     m1 = _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
     brain = (pull_mask(dilate_mask(tmask, t_aff, 5.0), t_aff, m_data.shape, m_aff, m1), m_aff)
     m_data = normalise(m_data, _mask_at(brain, m_data.shape, m_aff))

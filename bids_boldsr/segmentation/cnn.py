@@ -78,13 +78,19 @@ def _predict(net, vol: torch.Tensor, device) -> torch.Tensor:
     return prob[:, : vol.shape[0], : vol.shape[1], : vol.shape[2]]
 
 
+def fov_grid(shape, affine, step, max_mm=320.0):
+    """(affine, shape) of the axis-aligned grid of ``step`` mm covering an image's field of view
+    (at most ``max_mm`` per axis, centred)."""
+    world = nib.affines.apply_affine(affine, _corners(shape))
+    lo, hi = world.min(0), world.max(0)
+    size = np.minimum(np.ceil((hi - lo) / step) + 1, max_mm / step).astype(int)
+    return world_grid((lo + hi) / 2, size, step), tuple(int(n) for n in size)
+
+
 def locate(locator, data, affine, device="cpu", max_mm=320.0):
     """World centre (mm) of the cerebellum from a whole-field-of-view pass at 4 mm."""
-    world = nib.affines.apply_affine(affine, _corners(data.shape))
-    lo, hi = world.min(0), world.max(0)
     step = LOCATOR["work_mm"]
-    shape = np.minimum(np.ceil((hi - lo) / step) + 1, max_mm / step).astype(int)
-    grid = world_grid((lo + hi) / 2, shape, step)
+    grid, shape = fov_grid(data.shape, affine, step, max_mm)
     prob = _predict(locator, normalize(resample(data, affine, grid, shape, step)), device)[1].numpy()
     mask = prob > 0.5
     if mask.any():  # keep the largest blob: stray voxels elsewhere must not pull the centre

@@ -44,6 +44,12 @@ ASEG_TO_COMPACT, TISSUE, COMPACT_TO_TARGET = _compact_table()
 N_COMPACT = len(TISSUE)
 # brain = not extra-cerebral: what a skull-stripped image keeps
 BRAIN = TISSUE != T_OTHER
+# targets of the whole-head networks: the cerebellum (locator) or the brain (brain mask) without the
+# CSF around it (aseg 24), like the template brain masks it is matched with (GM + WM, ventricles inside)
+_EXTERIOR_CSF = torch.from_numpy(ASEG_TO_COMPACT[[24]].astype(np.int64))
+HEAD_TARGETS = {"cerebellum": (COMPACT_TO_TARGET > 0).long(),
+                "brain": (BRAIN & (torch.arange(N_COMPACT) != 0)
+                          & ~torch.isin(torch.arange(N_COMPACT), _EXTERIOR_CSF)).long()}
 
 
 @dataclass
@@ -194,11 +200,12 @@ def synth_crop(lm: LabelMap, gen, shape=(128, 96, 96), work_mm=2.0, shift_mm=16.
 
 
 def synth_head(lm: LabelMap, gen, shape=(128, 128, 128), spacing=2.0, work_mm=4.0, shift_mm=25.0,
-               contrast=None, skull_strip_p=0.3, dropout_p=0.25, cut_p=0.3):
-    """One training pair for the locator: the whole head at ``work_mm``, target = cerebellum."""
+               contrast=None, skull_strip_p=0.3, dropout_p=0.25, cut_p=0.3, target="cerebellum"):
+    """One training pair for a whole-head network at ``work_mm``: ``target`` "cerebellum" (the
+    locator) or "brain" (the brain mask, :mod:`.brain`)."""
     centre = lm.brain + _uniform(gen, -shift_mm, shift_mm, (3,))
     compact = sample_geometry(lm, centre, shape, spacing, gen)
-    return _synth_from_compact(compact, gen, spacing, work_mm, (COMPACT_TO_TARGET > 0).long(), 2,
+    return _synth_from_compact(compact, gen, spacing, work_mm, HEAD_TARGETS[target], 2,
                                contrast, None, skull_strip_p, dropout_p, cut_p)
 
 

@@ -71,6 +71,28 @@ class Samples(torch.utils.data.Dataset):
         return crop, head
 
 
+def training_files(folder, holdout=HOLDOUT) -> list[Path]:
+    """The label maps of ``folder`` (``training_seg_XX.nii.gz``) but the held-out numbers."""
+    files = sorted(p for p in Path(folder).glob("training_seg_*.nii*")
+                   if not any(p.name.startswith(f"training_seg_{h}.") for h in holdout))
+    if not files:
+        raise FileNotFoundError(f"no training_seg_*.nii.gz in {folder}")
+    return files
+
+
+def base_parser(prog, doc, weights, steps) -> argparse.ArgumentParser:
+    """The options every label-map training command shares."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labelmaps", required=True, help="folder with training_seg_XX.nii.gz")
+    ap.add_argument("--out", required=True, help=f"folder for {weights}.pt/.json")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the networks")
+    ap.add_argument("--workers", type=int, default=1, help="synthesis processes (0: in-process)")
+    ap.add_argument("--holdout", nargs="*", default=list(HOLDOUT), help="label map numbers kept out")
+    return ap
+
+
 def state_sha256(state: dict) -> str:
     """Hash of the tensors (names, dtypes, values): stable across torch.save container details."""
     h = hashlib.sha256()
@@ -98,10 +120,7 @@ def train(labelmaps, out, steps=1500, seed=0, threads=1, workers=1, locator_ever
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.use_deterministic_algorithms(True)
-    files = sorted(p for p in Path(labelmaps).glob("training_seg_*.nii*")
-                   if not any(p.name.startswith(f"training_seg_{h}.") for h in holdout))
-    if not files:
-        raise FileNotFoundError(f"no training_seg_*.nii.gz in {labelmaps}")
+    files = training_files(labelmaps, holdout)
     maps = [load_label_map(p) for p in files]
     seg_cfg, loc_cfg = dict(segmenter or SEGMENTER), dict(locator or LOCATOR)
     torch.manual_seed(seed)
@@ -177,19 +196,11 @@ def _save(nets, seg_cfg, loc_cfg, path, threshold=0.5):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bids_boldsr.segmentation.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--labelmaps", required=True, help="folder with training_seg_XX.nii.gz")
-    ap.add_argument("--out", required=True, help="folder for cerebellum_unet.pt/.json")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the networks")
+    ap = base_parser("python -m bids_boldsr.segmentation.train", __doc__, "cerebellum_unet", 1500)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: train on the GPU (faster; weights differ from the CPU recipe's)")
-    ap.add_argument("--workers", type=int, default=1, help="synthesis processes (0: in-process)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--init", help="continue from this checkpoint (e.g. more steps, another seed)")
-    ap.add_argument("--holdout", nargs="*", default=list(HOLDOUT), help="label map numbers kept out")
     ap.add_argument("--locator-every", type=int, default=3, help="one locator step every N segmenter steps")
     ap.add_argument("--dice-weight", type=float, default=0.0, help="add this x soft Dice to the cross-entropy")
     ap.add_argument("--calibration-crops", type=int, default=24, help="validation crops for the threshold")
