@@ -60,6 +60,11 @@ def test_bench_brain_reports_dice_and_exits_64_without_weights(two_step_weights,
     with pytest.raises(SystemExit):
         bench_brain.main(["--weights", str(tmp_path / "none.pt"), "--labelmaps", str(maps)])
     assert "no such file" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(SystemExit):
+        bench_brain.main(["--weights", str(junk), "--labelmaps", str(maps)])
+    assert "not a brain_unet checkpoint" in capsys.readouterr().err
     out = tmp_path / "brain.json"
     assert bench_brain.main(["--weights", str(weights), "--labelmaps", str(maps), "--maps", "13",
                              "--synth", "1", "--json", str(out)]) == 0

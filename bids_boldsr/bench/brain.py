@@ -6,8 +6,8 @@ scored where a truth exists, sized where not.
 * ``--labelled T1W DSEG``: a real skull-stripped T1w against its FreeSurfer aseg (> 0);
 * ``--t1w T1W`` (repeatable): real heads with skull and no labels: the mask's volume (ml), and the
   brain mask the T1w -> template affine pulls back with and without the learned mask (ml, and its
-  Dice with the learned mask): the affine failure this network fixes shows as a pulled mask far
-  larger than the template's own.
+  Dice with the learned mask): the ds-xa30 affine failure shows as a pulled mask far larger than
+  the template's own.
 """
 from __future__ import annotations
 
@@ -60,10 +60,9 @@ def real_head(path: str, template_res: int, seed: int, weights) -> dict:
     c0 = time.process_time()
     learned = brain_mask(t1w, weights)
     cpu = time.process_time() - c0
-    row = {"t1w": Path(path).name, "learned_ml": _ml(np.asanyarray(learned.dataobj), t1w.affine),
-           "learned_cpu_seconds": cpu,
-           "template_mask_ml": _ml(np.asanyarray(tmask.dataobj) > 0, tmask.affine)}
     mask = np.asanyarray(learned.dataobj) > 0
+    row = {"t1w": Path(path).name, "learned_ml": _ml(mask, t1w.affine), "learned_cpu_seconds": cpu,
+           "template_mask_ml": _ml(np.asanyarray(tmask.dataobj) > 0, tmask.affine)}
     for name, brain in (("without", None), ("with", learned)):
         matrix = register_to_template(t1w, template, tmask, seed=seed, moving_brain=brain)
         pulled = np.asanyarray(brain_mask_from_template(t1w, tmask, matrix).dataobj) > 0
@@ -97,14 +96,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not (args.labelmaps or args.labelled or args.t1w):
         p.error("give --labelmaps, --labelled or --t1w")
+    if not args.weights.is_file():
+        p.error(f"--weights {args.weights}: no such file")
     import torch
 
     from ..segmentation.brain import brain_mask
 
     torch.set_num_threads(args.threads)
-    if not args.weights.is_file():
-        p.error(f"--weights {args.weights}: no such file")
-    report = {"weights_sha256": _weights_hash(args.weights), "command": "bids-boldsr-bench brain " + " ".join(argv if argv is not None else sys.argv[1:])}
+    try:
+        digest = _weights_hash(args.weights)
+    except Exception as exc:  # not a checkpoint written by train_brain
+        p.error(f"--weights {args.weights}: not a brain_unet checkpoint ({type(exc).__name__})")
+    command = "bids-boldsr-bench brain " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = {"weights_sha256": digest, "command": command}
     if args.labelmaps:
         rows = synthetic(args.labelmaps, args.maps, args.synth, args.seed, args.weights)
         report["synthetic"] = {"rows": rows, "mean_dice": float(np.mean([r["dice"] for r in rows])),

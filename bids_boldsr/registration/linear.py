@@ -292,13 +292,14 @@ def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, templa
     """T1w with skull -> skull-stripped template (pull matrix template -> T1w); samples inside a
     10 mm dilated template brain mask.
 
-    ``moving_brain``: a brain mask of the T1w (image or (array, affine); the workflow's is
-    ``segmentation.brain.brain_mask``). The T1w is skull-stripped by it and registered in one stage,
-    brain with brain. Without it (or when it is empty), two stages: the T1w with skull, then
-    samples landing outside the template mask pulled back through that estimate (dilated 5 mm) are
-    dropped and the estimate is refined. That mask moves with the estimate, so nothing stops it from
-    growing: on ds-xa30 (bright scalp) the template brain spread over the whole head (pulled mask
-    2940 ml for a template mask of 1900 ml; docs/benchmarks-registration.md).
+    ``moving_brain``: a brain mask of the T1w (image or (array, affine), e.g.
+    ``segmentation.brain.brain_mask``; the workflow passes none yet). The T1w is skull-stripped by it
+    and registered in one stage, brain with brain. Without it (or when it is empty), two stages: the
+    T1w with skull, then samples landing outside the template mask pulled back through that estimate
+    (dilated 5 mm) are dropped and the estimate is refined. That mask comes from the first estimate
+    itself, so a first estimate that is too large is not corrected: on ds-xa30 (bright scalp) the
+    template brain spread over the whole head (pulled mask 2940 ml for a template mask of 1900 ml;
+    docs/benchmarks-registration.md).
     """
     tmask = np.asanyarray(template_mask.dataobj) > 0
     t_aff = np.asarray(template_mask.affine, dtype=float)

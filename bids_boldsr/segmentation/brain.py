@@ -27,10 +27,10 @@ def load_brain_net(weights, device="cpu") -> UNet3D:
     return net.to(device).eval()
 
 
-def brain_probability(image: nib.Nifti1Image, weights, device="cpu", net=None):
+def brain_probability(image: nib.Nifti1Image, weights, device="cpu"):
     """(probability, grid affine) of the brain on the 4 mm grid covering the field of view,
     averaged with the left-right mirrored pass."""
-    net = net or load_brain_net(weights, device)
+    net = load_brain_net(weights, device)
     data, affine = as_3d(image), np.asarray(image.affine, float)
     step = BRAIN_NET["work_mm"]
     grid, shape = fov_grid(data.shape, affine, step)

@@ -46,10 +46,9 @@ N_COMPACT = len(TISSUE)
 BRAIN = TISSUE != T_OTHER
 # targets of the whole-head networks: the cerebellum (locator) or the brain (brain mask) without the
 # CSF around it (aseg 24), like the template brain masks it is matched with (GM + WM, ventricles inside)
-_EXTERIOR_CSF = torch.from_numpy(ASEG_TO_COMPACT[[24]].astype(np.int64))
+_COMPACT = torch.arange(N_COMPACT)
 HEAD_TARGETS = {"cerebellum": (COMPACT_TO_TARGET > 0).long(),
-                "brain": (BRAIN & (torch.arange(N_COMPACT) != 0)
-                          & ~torch.isin(torch.arange(N_COMPACT), _EXTERIOR_CSF)).long()}
+                "brain": (BRAIN & (_COMPACT != 0) & (_COMPACT != int(ASEG_TO_COMPACT[24]))).long()}
 
 
 @dataclass
