@@ -12,6 +12,11 @@ def methods_text(config, has_t1w: bool) -> str:
           "tvsr": "a self-supervised, total-variation-regularised residual 3-D CNN trained on the "
                   "participant's own low-resolution runs only (no high-resolution data), with an "
                   "explicit acquisition model (slice profile and in-plane voxel averaging)",
+          "tvsr-prior": "a residual 3-D CNN (bids-boldsr's learned prior) trained only on synthetic "
+                        "BOLD-like images made from real brain label maps, each blurred by a point-spread "
+                        "function drawn from a family (voxel averaging or k-space truncation in-plane, box "
+                        "or Gaussian slice profile) at random factors, applied to the run's temporal mean "
+                        "once, each volume adding its spline-interpolated deviation from the mean",
           "tvsr-published": "the published self-supervised TV-regularised deep super-resolution "
                             "network (trilinear upsampling + 10-layer residual CNN)",
           }.get(config.sr_method, config.sr_method)

@@ -29,7 +29,7 @@ def test_native_sr_bold(xa30_run):
     assert sr.header.get_zooms()[3] == pytest.approx(1.0)
     meta = json.loads(sr_file.with_name(sr_file.name.replace(".nii.gz", ".json")).read_text())
     assert meta["RepetitionTime"] == 1.0 and meta["TaskName"] == "fa"
-    assert meta["SuperResolutionMethod"] == "tvsr" and meta["SuperResolutionFactor"] == 2.0
+    assert meta["SuperResolutionMethod"] == "tvsr-prior" and meta["SuperResolutionFactor"] == 2.0
     assert len(meta["WeightsSHA256"]) == 64 and meta["Seed"] == 0 and meta["Alpha"] > 0
     assert meta["InputVoxelSize"] == [3.375, 3.375, 3.4]
     # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input

@@ -9,7 +9,7 @@ def test_defaults_and_label_prefix():
     assert opts.participant_label == ["01", "02"]
     assert opts.sr_factor == 2.0 and opts.sr_voxel_size is None
     assert opts.output_spaces.strings() == ["bold", "MNI152NLin2009aSym"]
-    assert opts.device == "auto" and opts.sr_method == "tvsr"
+    assert opts.device == "auto" and opts.sr_method == "tvsr-prior"
 
 
 def test_non_integer_factor_and_spaces():

@@ -39,6 +39,7 @@ DEGRADATIONS = {
     "mixed": "one PSF drawn per run (seeded): in-plane box or k-space with Tukey apodisation 0-0.5, "
              "slice profile box or Gaussian, thickness 0.8-1.3 x the LR slice spacing",
 }
+PRIOR_FINE_TUNE_STEPS = 300  # tvsr-prior-ft: the prior fine-tuned on the LR run (scale recursion, PSF family)
 SPLINE_DC_ITERS = 50  # as many as tvsr's own data-consistency refinement
 MAX_DOC = "99.9th percentile of the HR volume inside the mask"
 
@@ -216,7 +217,8 @@ def parse_args(argv):
     p.add_argument("--throughput-method", choices=["tvsr", "spline"], default="tvsr")
     p.add_argument("--methods", default="tvsr,tvsr-published,spline-dc,spline,trilinear",
                    help="comma-separated: tvsr, tvsr-family (trained on the psf_family draws instead of "
-                        "the assumed model), tvsr-published, NAME-nodc (a tvsr model without its "
+                        "the assumed model), tvsr-prior (the shipped learned prior, no training), tvsr-prior-ft "
+                        f"(the prior fine-tuned {PRIOR_FINE_TUNE_STEPS} steps on the LR run), tvsr-published, NAME-nodc (a tvsr model without its "
                         "data-consistency steps), spline-dc, spline, trilinear")
     p.add_argument("--work-dir", help="keeps simulated data and checkpoints (default: temporary)")
     p.add_argument("--threads", type=int, default=1)
@@ -249,6 +251,8 @@ def main(argv=None) -> int:
                               "lr_shape": list(lr.shape), "methods": {}}
         trained = {"tvsr": ("tvsr", {"slice_profile": args.slice_profile, **hyper}),
                    "tvsr-family": ("tvsr", {"slice_profile": args.slice_profile, **hyper, "psf": "family"}),
+                   "tvsr-prior": ("prior", hyper),
+                   "tvsr-prior-ft": ("prior", {**hyper, "steps": PRIOR_FINE_TUNE_STEPS}),
                    "tvsr-published": ("published", {})}
         for method, (variant, options) in trained.items():
             if any(m in methods for m in (method, f"{method}-nodc", f"{method}-volume")):

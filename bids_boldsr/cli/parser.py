@@ -9,7 +9,7 @@ from .. import __version__
 from ..errors import EX_UNKNOWN_LEVEL, BoldSRError, UsageError
 
 ANALYSIS_LEVELS = ("participant", "group")
-SR_METHODS = ("tvsr", "tvsr-published", "spline", "trilinear")
+SR_METHODS = ("tvsr", "tvsr-prior", "tvsr-published", "spline", "trilinear")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device; 'auto' uses CUDA when a GPU is visible")
     g = p.add_argument_group("super-resolution")
-    g.add_argument("--sr-method", choices=SR_METHODS, default="tvsr",
-                   help="tvsr: self-supervised TV-regularised deep SR trained on the participant's own "
-                        "LR data (default); tvsr-published: the faithful published variant; spline, "
+    g.add_argument("--sr-method", choices=SR_METHODS, default="tvsr-prior",
+                   help="tvsr-prior (default): a residual 3-D CNN shipped with the app, trained on "
+                        "synthetic BOLD-like images under many point-spread functions (no training per "
+                        "participant, no PSF assumed); tvsr: self-supervised TV-regularised deep SR trained "
+                        "on the participant's own LR data under an assumed PSF; tvsr-published: the faithful published variant; spline, "
                         "trilinear: interpolation baselines")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--sr-factor", type=_positive_float, default=None,

@@ -12,7 +12,7 @@ from .grid import sr_target_grid
 from .interpolate import ORDERS, interpolate_volume
 
 
-LEARNED = {"tvsr": "tvsr", "tvsr-published": "published"}  # CLI method -> training variant
+LEARNED = {"tvsr": "tvsr", "tvsr-prior": "prior", "tvsr-published": "published"}  # CLI method -> training variant
 
 
 def needs_training(method: str) -> bool:

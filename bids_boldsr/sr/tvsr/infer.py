@@ -164,5 +164,6 @@ def tvsr_metadata(checkpoint) -> dict:
             "DataConsistencyIterations": hyper.get("dc_iters", 0), "AcquisitionModel": cfg["acquisition"],
             "TemporalModel": hyper.get("temporal", "volume"),
             "FluctuationDataConsistencyIterations": hyper.get("fluct_dc_iters"),
+            "PriorWeightsSHA256": cfg.get("init_sha256"),
             "Device": training["device"], "Seed": cfg["seed"], "WeightsSHA256": ckpt["sha256"],
             "TorchVersion": training["torch"]}

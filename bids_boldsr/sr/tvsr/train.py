@@ -32,6 +32,7 @@ from ...progress import step as progress_step
 from .common import autocast, network_input, weights_sha256
 from .model import ResidualCNN, total_variation
 from .psf_family import random_acquisition
+from ...segmentation.train import state_sha256
 from .resample import robust_scale, torch_trilinear
 
 DEFAULTS = {
@@ -40,11 +41,32 @@ DEFAULTS = {
                  val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
                  dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
                  psf_draws=2, temporal="static", fluct_dc_iters=10),
+    # the learned prior (train_prior.py, shipped weights), fine-tuned by the scale recursion over the
+    # PSF family for ``steps`` (0: the prior as shipped); no data consistency: the PSF is unknown
+    "prior": dict(features=16, layers=10, alpha=1e-4, steps=0, lr=2e-4, batch=4, patch=24, val_every=25,
+                  patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1, dc_iters=0, input_dc=0,
+                  max_volumes=48, padding_mode="replicate", psf="family", psf_draws=2, temporal="static",
+                  fluct_dc_iters=10, init="prior"),
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
 }
 SLOPPY = dict(steps=12, val_every=4, max_volumes=4)
+PRIOR_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "sr" / "tvsr_prior.pt"
+
+
+def load_prior(name="prior") -> dict:
+    """The shipped prior's weights (``"prior"``) or a ``tvsr_prior.pt`` path; checks their sha256
+    against the record written beside them by ``train_prior``."""
+    path = PRIOR_WEIGHTS if name == "prior" else Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"SR prior weights not found: {path}")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    record = path.with_suffix(".json")
+    sha = state_sha256(ckpt["state_dict"])
+    if record.exists() and json.loads(record.read_text())["weights_sha256"] != sha:
+        raise ValueError(f"SR prior weights {path} do not match their record {record.name}")
+    return {"state_dict": ckpt["state_dict"], "config": ckpt["config"], "sha256": sha, "path": str(path)}
 
 
 def _run_id(path: str) -> dict:
@@ -178,16 +200,21 @@ def train_tvsr(bold_files, factor=None, voxel_size=None, variant="tvsr", device=
     if unknown:
         raise TypeError(f"unknown hyper-parameters {sorted(unknown)}")
     bold_files = [str(f) for f in bold_files]
-    params = {**DEFAULTS[variant], **(SLOPPY if sloppy else {}), **hyper}
+    # sloppy: seconds-long, never more steps than the variant's own; explicit hyper-parameters win
+    sloppy_params = {**SLOPPY, "steps": min(SLOPPY["steps"], DEFAULTS[variant]["steps"])} if sloppy else {}
+    params = {**DEFAULTS[variant], **sloppy_params, **hyper}
     first = nib.load(bold_files[0])
     acq = acquisition_from_image(first, sidecar if sidecar is not None else sidecar_for(bold_files[0]),
                                  slice_profile)
     shape3 = first.shape[:3]
     fine_shape, fine_affine = sr_target_grid(shape3, first.affine, factor=factor, voxel_size=voxel_size)
     eff_factor = [f / c for f, c in zip(fine_shape, shape3)]
+    init = load_prior(params["init"]) if params.get("init") else None
     config = {"method": "tvsr", "variant": variant, "factor": factor, "voxel_size": voxel_size,
               "effective_factor": eff_factor, "seed": seed, "sloppy": sloppy, "hyper": params,
               "acquisition": acq.to_dict(), "inputs": [_run_id(f) for f in bold_files]}
+    if init is not None:
+        config["init_sha256"] = init["sha256"]
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=float).encode()).hexdigest()[:16]
     out_dir = Path(out_dir)
     ckpt_path = out_dir / f"tvsr-{variant}-{key}.pt"
@@ -200,9 +227,13 @@ def train_tvsr(bold_files, factor=None, voxel_size=None, variant="tvsr", device=
     log = print if verbose else (lambda *_: None)
     net = ResidualCNN(1, params["features"], params["layers"], padding_mode=params["padding_mode"],
                       zero_init=variant == "tvsr", leaky=params.get("leaky", 0.0)).to(dev)
+    if init is not None:
+        net.load_state_dict(init["state_dict"])
     started = time.perf_counter()
-    vols = _load_volumes(bold_files, params["max_volumes"], rng)
-    if variant == "tvsr":
+    vols = _load_volumes(bold_files, params["max_volumes"], rng) if params["steps"] else []
+    if not vols:  # the prior as shipped
+        info = {"best_step": 0, "steps_run": 0, "history": []}
+    elif variant != "published":
         info = _train_scale_recursion(net, vols, acq, eff_factor, params, rng, dev, log)
     else:
         info = _train_published(net, vols, eff_factor, params, rng, dev, log)
