@@ -259,3 +259,25 @@ def test_device_cuda_without_gpu_exit_75(ro_ds, tmp_path, capsys, no_workflow):
                        "--device", "cuda"], capsys)
     assert rc == 75 and "--device cuda was requested but no CUDA device is visible" in _one_error(err)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("defect", ["missing", "tampered"])
+def test_broken_sr_prior_exit_66_before_any_participant(ro_ds, tmp_path, capsys, no_workflow, monkeypatch, defect):
+    """The default SR method's shipped weights are checked up front: one line, exit 66, nothing written."""
+    from bids_boldsr.sr.tvsr import train as sr_train
+
+    weights = tmp_path / "prior" / "tvsr_prior.pt"
+    weights.parent.mkdir()
+    if defect == "tampered":  # weights that do not match their record
+        shutil.copy(sr_train.PRIOR_WEIGHTS, weights)
+        record = json.loads(sr_train.PRIOR_WEIGHTS.with_suffix(".json").read_text())
+        weights.with_suffix(".json").write_text(json.dumps({**record, "weights_sha256": "0" * 64}))
+    monkeypatch.setattr(sr_train, "PRIOR_WEIGHTS", weights)
+    out = tmp_path / "out"
+    rc, _, err = _run([ro_ds, out, "participant", "-w", tmp_path / "w"], capsys)
+    line = _one_error(err)
+    assert rc == 66 and "--sr-method tvsr-prior:" in line and "choose another --sr-method" in line
+    assert ("not found" if defect == "missing" else "do not match their record") in line
+    assert not out.exists() or not any(out.rglob("*"))
+    from bids_boldsr.cli.run import _check_sr_prior
+    _check_sr_prior("spline")  # other methods do not need the weights

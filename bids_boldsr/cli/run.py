@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import (EX_IOERR, EX_OK, BoldSRError, CannotCreateOutput,
-                      NoDataSelected, UsageError)
+                      InputMissing, NoDataSelected, UsageError)
 
 LOG = logging.getLogger("bids_boldsr")
 
@@ -109,8 +109,22 @@ def _main(argv) -> int:
         from ..reports.group import run_group
 
         return run_group(config)
+    _check_sr_prior(config.sr_method)
     return run_participant(config, plugin=opts.plugin, plugin_args=opts.plugin_args,
                            participant_index=opts.participant_index, db_root=db_root)
+
+
+def _check_sr_prior(sr_method) -> None:
+    """The shipped SR prior must be there and intact before any participant starts."""
+    if sr_method != "tvsr-prior":
+        return
+    from ..sr.tvsr.train import load_prior
+
+    try:
+        load_prior("prior")
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputMissing(f"--sr-method tvsr-prior: {exc}; reinstall bids-boldsr, or choose another "
+                           "--sr-method") from None
 
 
 def _list_or_write_sbatch(opts, bids_dir, output_dir, work_dir, db_root) -> int:
