@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -93,3 +94,17 @@ def test_shipped_prior_beats_spline_on_a_real_run_it_never_saw(tmp_path, degrada
     for baseline in ("spline", "spline-dc"):
         assert methods["tvsr-prior"]["psnr"] > methods[baseline]["psnr"] + 0.8
         assert methods["tvsr-prior"]["ssim"] > methods[baseline]["ssim"]
+
+
+def test_bench_throughput_streams_the_default_method(tmp_path):
+    if not BOLD.exists():
+        pytest.skip(f"real data not found at {DATA} (../shared/data next to the repository)")
+    out = tmp_path / "sr.json"
+    assert bench_main(["sr", "--bold", str(BOLD), "--factor", "2", "--volumes", "1", "--methods", "spline",
+                       "--throughput", "3", "--throughput-method", "tvsr-prior", "--json", str(out),
+                       "--work-dir", str(tmp_path / "work")]) == 0
+    (row,) = json.loads(out.read_text())["throughput"]
+    assert row["method"] == "tvsr-prior" and row["volumes"] == 3 and row["shape"] == [128, 128, 66]
+    assert row["volumes_per_s"] > 0 and 100 < row["peak_rss_mb"] < 4000
+    streamed = nib.load(tmp_path / "work" / "sr-3.nii")
+    assert streamed.shape == (128, 128, 66, 3) and np.isfinite(np.asarray(streamed.dataobj)).all()

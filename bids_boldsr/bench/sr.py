@@ -135,7 +135,8 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     from ..nifti import StreamingNiftiWriter
     from ..nifti import series_stats
     img = nib.load(str(lr_path))
-    model = run_super_resolver(load_tvsr(ckpt, "cpu"), series_stats(img)[1]) if ckpt else None
+    loaded = load_tvsr(ckpt, "cpu") if ckpt else None
+    model = run_super_resolver(loaded, series_stats(img)[1]) if ckpt else None
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)
     start = time.perf_counter()
     with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:
@@ -144,7 +145,8 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
             writer.write_volume(model(vol, img.affine) if model else
                                 interpolate_volume(vol, img.affine, shape, affine, "spline"))
     seconds = time.perf_counter() - start
-    return {"method": "tvsr" if model else "spline", "volumes": n_vol, "shape": list(shape),
+    method = {None: "spline", "prior": "tvsr-prior"}.get(loaded and loaded.variant, "tvsr")
+    return {"method": method, "volumes": n_vol, "shape": list(shape),
             "seconds": seconds, "volumes_per_s": n_vol / seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -214,7 +216,7 @@ def parse_args(argv):
     p.add_argument("--throughput", type=int, nargs="*", metavar="N",
                    help="train tvsr on the real run and stream N of its SR volumes to disk, in a fresh "
                         "process per N; report volumes/s and peak RSS")
-    p.add_argument("--throughput-method", choices=["tvsr", "spline"], default="tvsr")
+    p.add_argument("--throughput-method", choices=["tvsr-prior", "tvsr", "spline"], default="tvsr")
     p.add_argument("--methods", default="tvsr,tvsr-published,spline-dc,spline,trilinear",
                    help="comma-separated: tvsr, tvsr-family (trained on the psf_family draws instead of "
                         "the assumed model), tvsr-prior (the shipped learned prior, no training), tvsr-prior-ft "
@@ -294,8 +296,9 @@ def main(argv=None) -> int:
             sr = None
         if args.throughput:  # the product path: train on the real run itself, stream its SR to disk
             start, ckpt = time.perf_counter(), None
-            if args.throughput_method == "tvsr":
-                ckpt = train_tvsr([args.bold], factor=args.factor, variant="tvsr", device=args.device,
+            if args.throughput_method != "spline":
+                variant = "prior" if args.throughput_method == "tvsr-prior" else "tvsr"
+                ckpt = train_tvsr([args.bold], factor=args.factor, variant=variant, device=args.device,
                                   sloppy=args.sloppy, out_dir=work / "models", **hyper)
             train_s, n_t = time.perf_counter() - start, nib.load(str(args.bold)).shape[3]
             result["throughput"] = [{**throughput(ckpt, args.bold, min(n, n_t), work, args.factor),
