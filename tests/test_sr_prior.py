@@ -14,10 +14,10 @@ from bids_boldsr.sr.grid import sr_target_grid
 from bids_boldsr.sr.tvsr import load_tvsr, train_tvsr, tvsr_metadata
 from bids_boldsr.sr.tvsr.acquisition import coarse_shape_for
 from bids_boldsr.sr.tvsr.infer import run_super_resolver
-from bids_boldsr.sr.tvsr.model import ResidualCNN
+from bids_boldsr.sr.tvsr.model import PRIOR_NET, ResidualCNN
 from bids_boldsr.sr.tvsr.synth_epi import HEAD_MM, HR_MM, degrade, synth_hr_epi
 from bids_boldsr.sr.tvsr.train import PRIOR_WEIGHTS, load_prior
-from bids_boldsr.sr.tvsr.train_prior import PRIOR_NET, main as train_prior_main
+from bids_boldsr.sr.tvsr.train_prior import main as train_prior_main
 
 
 def test_synthetic_pairs_are_seeded_and_on_bold_grids():

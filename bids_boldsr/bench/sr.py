@@ -136,7 +136,7 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     from ..nifti import series_stats
     img = nib.load(str(lr_path))
     loaded = load_tvsr(ckpt, "cpu") if ckpt else None
-    model = run_super_resolver(loaded, series_stats(img)[1]) if ckpt else None
+    model = run_super_resolver(loaded, series_stats(img)[1]) if loaded else None
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)
     start = time.perf_counter()
     with StreamingNiftiWriter(out_path, tuple(shape) + (n_vol,), affine, dtype=np.float32) as writer:

@@ -19,6 +19,10 @@ def total_variation(y: torch.Tensor, eps: float = 1e-6, reduction: str = "sum") 
     return tv.sum() if reduction == "sum" else tv.mean()
 
 
+# the learned prior's architecture (train_prior.py trains it, the "prior" tvsr variant loads it)
+PRIOR_NET = dict(features=16, layers=10, padding_mode="replicate", leaky=0.1)
+
+
 class ResidualCNN(nn.Module):
     """``layers`` 3x3x3 convolutions with (leaky) ReLU between them, predicting a residual added to
     channel 0 of the input (the interpolated volume itself; further channels are context)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...segmentation.synth import LabelMap, sample_geometry, sample_intensities, signal_dropout, _smooth_field
+from ...segmentation.synth import (LabelMap, _smooth_field, _uniform as _uniform_tensor, sample_geometry,
+                                   sample_intensities, signal_dropout)
 from .acquisition import coarse_shape_for
 from .psf_family import random_acquisition
 from .resample import robust_scale, upsample
@@ -24,8 +25,8 @@ NOISE = (0.0, 0.03)        # HR noise std, as a fraction of the 99th percentile
 OVERSAMPLE = 2             # synthesis grid = HR grid / this
 
 
-def _uniform(gen, lo, hi):
-    return float(lo + (hi - lo) * torch.rand((), generator=gen))
+def _uniform(gen, lo, hi) -> float:
+    return float(_uniform_tensor(gen, lo, hi))
 
 
 def _numpy_rng(gen) -> np.random.Generator:
@@ -53,8 +54,8 @@ def synth_hr_epi(lm: LabelMap, gen) -> np.ndarray:
 def degrade(hr: np.ndarray, gen, factor: float | None = None):
     """LR of ``hr`` under a random PSF of the family at a random (or given) factor, with noise
     added on the HR grid first (so the LR carries noise as averaged by its own PSF).
-    Returns ``(network input = spline(LR) on the HR grid, LR)``, both scaled by the LR's
-    99th percentile, the scale (to bring the target to the same units) and the PSF."""
+    Returns ``(spline(LR) on the HR grid, LR, scale, psf)``: the first two divided by ``scale``,
+    the LR's 99th percentile (divide the target by it too), and the PSF drawn."""
     factor = _uniform(gen, *FACTORS) if factor is None else factor
     noisy = hr + _uniform(gen, *NOISE) * torch.randn(hr.shape, generator=gen).numpy()
     psf = random_acquisition(_numpy_rng(gen))

@@ -30,23 +30,21 @@ from .acquisition import acquisition_from_image, coarse_shape_for, sidecar_for
 from ...devices import resolve_device
 from ...progress import step as progress_step
 from .common import autocast, network_input, weights_sha256
-from .model import ResidualCNN, total_variation
+from .model import PRIOR_NET, ResidualCNN, total_variation
 from .psf_family import random_acquisition
 from ...segmentation.train import state_sha256
 from .resample import robust_scale, torch_trilinear
 
+# more steps lower the held-out LR loss but over-sharpen at the finer scale: 300 is the budget
+_TVSR = dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
+             val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
+             dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
+             psf_draws=2, temporal="static", fluct_dc_iters=10)
 DEFAULTS = {
-    # more steps lower the held-out LR loss but over-sharpen at the finer scale: 300 is the budget
-    "tvsr": dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
-                 val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
-                 dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
-                 psf_draws=2, temporal="static", fluct_dc_iters=10),
+    "tvsr": _TVSR,
     # the learned prior (train_prior.py, shipped weights), fine-tuned by the scale recursion over the
     # PSF family for ``steps`` (0: the prior as shipped); no data consistency: the PSF is unknown
-    "prior": dict(features=16, layers=10, alpha=1e-4, steps=0, lr=2e-4, batch=4, patch=24, val_every=25,
-                  patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1, dc_iters=0, input_dc=0,
-                  max_volumes=48, padding_mode="replicate", psf="family", psf_draws=2, temporal="static",
-                  fluct_dc_iters=10, init="prior"),
+    "prior": {**_TVSR, **PRIOR_NET, "steps": 0, "lr": 2e-4, "dc_iters": 0, "psf": "family", "init": "prior"},
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),

@@ -30,10 +30,9 @@ import torch.nn.functional as F
 
 from ...segmentation.synth import load_label_map
 from ...segmentation.train import HOLDOUT, base_parser, state_sha256, training_files
-from .model import ResidualCNN
+from .model import PRIOR_NET, ResidualCNN
 from .synth_epi import degrade, synth_hr_epi
 
-PRIOR_NET = dict(features=16, layers=10, padding_mode="replicate", leaky=0.1)
 WEIGHTS_NAME = "tvsr_prior.pt"
 PATCH = 32
 
