@@ -32,6 +32,11 @@ def test_native_sr_bold(xa30_run):
     assert meta["SuperResolutionMethod"] == "tvsr-prior" and meta["SuperResolutionFactor"] == 2.0
     assert len(meta["WeightsSHA256"]) == 64 and meta["Seed"] == 0 and meta["Alpha"] > 0
     assert meta["InputVoxelSize"] == [3.375, 3.375, 3.4]
+    # the PSF data consistency used, estimated from this run, with the runners-up (sorted by residual)
+    assert meta["DataConsistencyPSF"] == "estimate" and meta["DataConsistencyIterations"] == 50
+    assert meta["EstimatedAcquisitionModel"]["inplane"] in ("box", "kspace")
+    residuals = [c["residual"] for c in meta["AcquisitionModelCandidates"]]
+    assert residuals == sorted(residuals) and meta["AcquisitionModelCandidatesTried"] > 50
     # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input
     vol = np.asarray(sr.dataobj[..., 3], dtype=float)
     back = vol.reshape(64, 2, 64, 2, 33, 2).mean(axis=(1, 3, 5))

@@ -77,3 +77,14 @@ def test_known_deformation_partly_recovered(t1w_3mm):
     round_trip = map_points(map_points(pts, result.chain), result.inverse_chain)
     err = np.linalg.norm(round_trip - pts, axis=1)
     assert err.mean() < 0.1 and np.percentile(err, 99) < 0.4, (err.mean(), np.percentile(err, 99))  # 0.05, 0.22
+
+
+def test_finest_level_follows_the_images_resolution_and_the_device():
+    from bids_boldsr.registration.svf import finest_spacing
+
+    img = lambda mm: nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([mm, mm, mm, 1.0]))  # noqa: E731
+    assert finest_spacing(img(1.0), img(1.0)) == 1.5          # 1 mm T1w -> 1 mm template on a CPU
+    assert finest_spacing(img(1.0), img(1.0), "cuda") == 1.0  # at the images' resolution on a GPU
+    assert finest_spacing(img(0.7), img(1.0), "cuda") == 1.0  # the coarser image decides
+    assert finest_spacing(img(2.0), img(1.0)) == 2.0          # 2 mm images keep 2 mm (synthetic pairs)
+    assert finest_spacing(img(3.0), img(1.0), "cuda") == 2.0  # never coarser than 2 mm

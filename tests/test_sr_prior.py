@@ -87,7 +87,8 @@ def test_prior_variant_starts_from_the_prior_and_fine_tunes(lr_run, tmp_path):
         assert torch.equal(ckpt["state_dict"][name], value)
     meta = tvsr_metadata(as_shipped)
     assert meta["PriorWeightsSHA256"] == state_sha256(net.state_dict())
-    assert meta["DataConsistencyIterations"] == 0 and meta["Variant"] == "prior"
+    assert meta["Variant"] == "prior" and meta["DataConsistencyIterations"] == 50
+    assert meta["DataConsistencyPSF"] == "estimate" and meta["FlipEnsemble"] == 8
     tuned = torch.load(train_tvsr([lr_run], factor=2, variant="prior", init=str(tmp_path / "prior.pt"),
                                   out_dir=tmp_path / "b", steps=4, val_every=2, max_volumes=4),
                        weights_only=False)
@@ -97,9 +98,13 @@ def test_prior_variant_starts_from_the_prior_and_fine_tunes(lr_run, tmp_path):
     img = nib.load(lr_run)
     data = np.asarray(img.dataobj, np.float32)
     run = run_super_resolver(load_tvsr(as_shipped, "cpu"), data.mean(-1))
+    assert run.provenance == {}  # nothing estimated before the first volume
     out = run(data[..., 0], img.affine)
     assert out.shape == tuple(sr_target_grid(data.shape[:3], img.affine, factor=2)[0])
     assert np.isfinite(out).all()
+    chosen = run.provenance["EstimatedAcquisitionModel"]  # the run's PSF, kept for the sidecar
+    assert chosen == {k: v for k, v in run.provenance["AcquisitionModelCandidates"][0].items() if k != "residual"}
+    assert run.provenance["AcquisitionModelCandidatesTried"] > 50
 
 
 @pytest.mark.skipif(not PRIOR_WEIGHTS.exists(), reason="no shipped prior weights")

@@ -145,14 +145,15 @@ def t1w_pairs(t1w_path, labels_path, labelmap_dir: Path, n_pairs: int, resolutio
 def run_ours(moving, fixed, moving_labels, fixed_labels, method="svf", sloppy=False) -> dict:
     from bids_boldsr.registration.linear import register_linear
     from bids_boldsr.registration.resample import resample
-    from bids_boldsr.registration.svf import register_diffeomorphic
+    from bids_boldsr.registration.svf import finest_spacing, register_diffeomorphic
 
     t0, c0 = time.perf_counter(), time.process_time()
     affine = register_linear(moving, fixed, dof=12, cost="mi", sloppy=sloppy)
     t_affine = time.perf_counter() - t0
     brain = nib.Nifti1Image((np.isin(np.asanyarray(fixed_labels.dataobj), list(STRUCTURES))).astype(np.uint8),
                             fixed_labels.affine)
-    result = register_diffeomorphic(moving, fixed, affine, method=method, sloppy=sloppy)
+    result = register_diffeomorphic(moving, fixed, affine, method=method, sloppy=sloppy,  # as the workflow
+                                    spacing=None if sloppy else finest_spacing(moving, fixed))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     warped = resample(np.asanyarray(moving_labels.dataobj), moving_labels.affine, fixed_labels.shape,
                       fixed_labels.affine, result.chain, order=0)

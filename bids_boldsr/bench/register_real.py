@@ -120,18 +120,22 @@ def run_ants(preset: str, t1w_brain: Path, template_path: Path, work: Path, seed
     return {"chain": chain, "inverse_chain": inverse, "cpu_seconds": cpu, "seconds": wall}
 
 
-def run_ours(t1w: nib.Nifti1Image, template, mask, affine, sloppy: bool) -> dict:
-    """The workflow's SVF stage after its affine (``affine`` timed separately, shared with ANTs' mask)."""
+def run_ours(t1w: nib.Nifti1Image, template, mask, affine, sloppy: bool, spacing=None) -> dict:
+    """The workflow's SVF stage after its affine (``affine`` timed separately, shared with ANTs' mask);
+    ``spacing``: the SVF's finest level in mm (default: the workflow's, ``finest_spacing``)."""
     from bids_boldsr.registration.linear import brain_mask_from_template
-    from bids_boldsr.registration.svf import register_diffeomorphic
+    from bids_boldsr.registration.svf import finest_spacing, register_diffeomorphic
+
+    if spacing is None and not sloppy:
+        spacing = finest_spacing(t1w, template)
 
     c0, t0 = time.process_time(), time.perf_counter()
     result = register_diffeomorphic(t1w, template, affine["matrix"], fixed_mask=mask,
                                     moving_mask=brain_mask_from_template(t1w, mask, affine["matrix"]),
-                                    sloppy=sloppy)
+                                    sloppy=sloppy, spacing=spacing)
     return {"chain": result.chain, "inverse_chain": result.inverse_chain,
             "cpu_seconds": time.process_time() - c0 + affine["cpu_seconds"],
-            "seconds": time.perf_counter() - t0 + affine["seconds"]}
+            "seconds": time.perf_counter() - t0 + affine["seconds"], "svf_spacing_mm": result.stats["spacing_mm"]}
 
 
 def _jacobian(chain, mask_img) -> dict:
@@ -251,6 +255,8 @@ def build_parser():
                    "(subject, method) rows found there are kept instead of being run again")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--sloppy", action="store_true", help="our fast settings (tests)")
+    p.add_argument("--svf-spacing", type=float,
+                   help="our SVF's finest level in mm (default: the workflow's finest_spacing, 1.5 for 1 mm on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here (after every registration)")
     return p
@@ -258,7 +264,8 @@ def build_parser():
 
 def _run(method, subject, template, work, args) -> dict:
     if method == "bids-boldsr":
-        return run_ours(subject["t1w"], template["t1w"], template["mask"], subject["affine"], args.sloppy)
+        return run_ours(subject["t1w"], template["t1w"], template["mask"], subject["affine"], args.sloppy,
+                        args.svf_spacing)
     if method == "bids-boldsr-affine":
         matrix = subject["affine"]["matrix"]
         return {"chain": [matrix], "inverse_chain": [np.linalg.inv(matrix)],
@@ -299,14 +306,17 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if any(m.startswith("ants-") for m in methods):
+    command = "bids-boldsr-bench register-real " + " ".join(argv if argv is not None else sys.argv[1:])
+    earlier = _earlier(args.resume)
+    names = [Path(t).name for t, _ in subjects]
+    to_run = [m for m in methods if m.startswith("ants-") and any((m, n) not in earlier for n in names)]
+    if to_run:  # ANTs rows that --resume does not already hold need antspyx
         try:
             import ants  # noqa: F401
         except ImportError:
             print("antspyx not installed: skipping ANTs methods (pip install antspyx)", file=sys.stderr)
-            methods = [m for m in methods if not m.startswith("ants-")]
-    command = "bids-boldsr-bench register-real " + " ".join(argv if argv is not None else sys.argv[1:])
-    earlier, results = _earlier(args.resume), {m: [] for m in methods}
+            methods = [m for m in methods if m not in to_run]
+    results = {m: [] for m in methods}
     template = load_template(args.template_res)
     work = Path(tempfile.mkdtemp(prefix="boldsr-register-real-"))
     template["path"] = work / "template_T1w.nii.gz"
@@ -322,6 +332,7 @@ def main(argv=None) -> int:
                     run = _run(m, subject, template, work, args)
                     row = {"subject": subject["name"], "kind": subject["kind"],
                            "cpu_seconds": run["cpu_seconds"], "seconds": run["seconds"],
+                           **({"svf_spacing_mm": run["svf_spacing_mm"]} if "svf_spacing_mm" in run else {}),
                            **score(subject, template, run["chain"], run["inverse_chain"])}
                 results[m].append(row)
                 print(f"{row['subject']} {m}: tissue Dice {row['dice_tissue']:.4f} (soft "

@@ -40,6 +40,7 @@ DEGRADATIONS = {
              "slice profile box or Gaussian, thickness 0.8-1.3 x the LR slice spacing",
 }
 PRIOR_FINE_TUNE_STEPS = 300  # tvsr-prior-ft: the prior fine-tuned on the LR run (scale recursion, PSF family)
+VARIANT_SUFFIXES = ("-nodc", "-volume", "-noens", "-assumeddc", "-truedc")  # ablations of a learned method
 SPLINE_DC_ITERS = 50  # as many as tvsr's own data-consistency refinement
 MAX_DOC = "99.9th percentile of the HR volume inside the mask"
 
@@ -217,11 +218,13 @@ def parse_args(argv):
                    help="train tvsr on the real run and stream N of its SR volumes to disk, in a fresh "
                         "process per N; report volumes/s and peak RSS")
     p.add_argument("--throughput-method", choices=["tvsr-prior", "tvsr", "spline"], default="tvsr")
-    p.add_argument("--methods", default="tvsr,tvsr-published,spline-dc,spline,trilinear",
+    p.add_argument("--methods", default="tvsr-prior,tvsr,tvsr-published,spline-dc,spline,trilinear",
                    help="comma-separated: tvsr, tvsr-family (trained on the psf_family draws instead of "
                         "the assumed model), tvsr-prior (the shipped learned prior, no training), tvsr-prior-ft "
-                        f"(the prior fine-tuned {PRIOR_FINE_TUNE_STEPS} steps on the LR run), tvsr-published, NAME-nodc (a tvsr model without its "
-                        "data-consistency steps), spline-dc, spline, trilinear")
+                        f"(the prior fine-tuned {PRIOR_FINE_TUNE_STEPS} steps on the LR run), tvsr-published, spline-dc, spline, trilinear; "
+                        "ablations of a learned NAME: NAME-nodc (no data consistency), NAME-volume (the network on "
+                        "every volume), NAME-noens (no mirror-image mean), NAME-assumeddc (DC under the header's PSF), "
+                        "NAME-truedc (DC under the true PSF: what estimating it costs)")
     p.add_argument("--work-dir", help="keeps simulated data and checkpoints (default: temporary)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
@@ -257,15 +260,19 @@ def main(argv=None) -> int:
                    "tvsr-prior-ft": ("prior", {**hyper, "steps": PRIOR_FINE_TUNE_STEPS}),
                    "tvsr-published": ("published", {})}
         for method, (variant, options) in trained.items():
-            if any(m in methods for m in (method, f"{method}-nodc", f"{method}-volume")):
+            if any(m in methods for m in [method] + [method + suffix for suffix in VARIANT_SUFFIXES]):
                 ckpt = train_tvsr([lr_path], factor=args.factor, variant=variant, device=args.device,
                                   sloppy=args.sloppy, out_dir=work / "models", **options)
                 model = load_tvsr(ckpt, args.device)
                 variants = {method: {}, f"{method}-nodc": {"dc_iters": 0, "fluct_dc_iters": 0},  # without DC
-                            f"{method}-volume": {"temporal": "volume"}}      # the network on every volume
+                            f"{method}-volume": {"temporal": "volume"},      # the network on every volume
+                            f"{method}-noens": {"flip_ensemble": 1},         # one pass, no mirror images
+                            f"{method}-assumeddc": {"dc_psf": "assumed"},    # DC under the header's model
+                            f"{method}-truedc": {"dc_psf": "assumed"}}       # DC under the true PSF (oracle)
                 for name, change in variants.items():
                     if name in methods:
-                        models[name] = run_super_resolver(replace(model, config={
+                        acq = truth if name.endswith("-truedc") else model.acquisition
+                        models[name] = run_super_resolver(replace(model, acquisition=acq, config={
                             **model.config, "hyper": {**model.config["hyper"], **change}}), lr.mean(-1))
                         result["methods"][name] = {"train_seconds": model.training["seconds"],
                                                    "selected_step": model.training["best_step"]}
@@ -286,6 +293,8 @@ def main(argv=None) -> int:
             entry = result["methods"].setdefault(method, {})
             entry.update({"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores])),
                           "seconds": (time.perf_counter() - start) / len(picks)})
+            if getattr(models.get(method), "provenance", None):  # the PSF the method estimated
+                entry["psf_estimate"] = models[method].provenance
             if args.functional or args.glm:
                 sr = np.stack([_method_volume(method, models, lr[..., t], lr_affine, hr.shape[:3], hr_affine, assumed)
                                for t in range(hr.shape[3])], -1)

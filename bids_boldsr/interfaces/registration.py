@@ -99,16 +99,17 @@ class RegisterNonlinear(SimpleInterface):
         from pathlib import Path
 
         from ..registration.io import load_affine, save_affine, save_composite_h5, save_field
-        from ..registration.svf import register_diffeomorphic
+        from ..registration.svf import finest_spacing, register_diffeomorphic
         from .base import save_json
 
         cwd = Path(runtime.cwd)
         moving_mask = nib.load(self.inputs.moving_mask_file) if self.inputs.moving_mask_file else None
+        moving, fixed = nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file)
         result = register_diffeomorphic(
-            nib.load(self.inputs.moving_file), nib.load(self.inputs.fixed_file),
-            load_affine(self.inputs.affine_file), method=self.inputs.method,
+            moving, fixed, load_affine(self.inputs.affine_file), method=self.inputs.method,
             fixed_mask=nib.load(self.inputs.fixed_mask_file), moving_mask=moving_mask,
-            device=self.inputs.device, sloppy=self.inputs.sloppy, seed=self.inputs.seed)
+            device=self.inputs.device, sloppy=self.inputs.sloppy, seed=self.inputs.seed,
+            spacing=None if self.inputs.sloppy else finest_spacing(moving, fixed, self.inputs.device))
         warp, inv_warp = save_field(result.field, cwd / "warp.nii.gz"), save_field(
             result.inverse_field, cwd / "inverse_warp.nii.gz")
         affine = save_affine(result.affine, cwd / "affine.txt")

@@ -187,6 +187,20 @@ def _integrate(v_norm: torch.Tensor, shape) -> torch.Tensor:
     return F.interpolate(u, size=shape, mode="trilinear", align_corners=True)
 
 
+# the finest working grid: the images' own resolution, down to 1.5 mm on a CPU (issue 13: 1.5 mm
+# T1w -> 1 mm template costs ~200 CPU s, 1/15 of antsRegistrationSyN[s]) and 1 mm on a GPU
+FINEST_MM = {"cpu": 1.5, "cuda": 1.0}
+COARSEST_FINEST_MM = 2.0  # never coarser than before (images of 2 mm and more keep 2 mm)
+
+
+def finest_spacing(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, device="cpu") -> float:
+    """The finest SVF level for this pair: the coarser image's voxel size, at least the device's
+    floor (``FINEST_MM``), at most 2 mm (docs/benchmarks-registration.md, "Real T1w -> template")."""
+    floor = FINEST_MM.get(torch.device(device).type, FINEST_MM["cpu"])
+    res = max(float(voxel_sizes(moving.affine).min()), float(voxel_sizes(fixed.affine).min()))
+    return float(min(max(res, floor), COARSEST_FINEST_MM))
+
+
 def register_diffeomorphic(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, affine_init: np.ndarray,
                            method: str = "svf", fixed_mask=None, device="cpu", sloppy=False,
                            spacing: float | None = None, moving_mask=None, seed: int = 0,

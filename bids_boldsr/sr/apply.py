@@ -48,6 +48,7 @@ def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None):
             if out.shape != tuple(s):
                 raise ValueError(f"model output {out.shape} does not match the SR grid {tuple(s)}")
             return out
+        run.provenance = resolve.provenance  # the run's estimated PSF, once the first volume is done
         return run
     raise ValueError(f"unknown super-resolution method {method!r}")
 
@@ -96,6 +97,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         meta.update({k: v for k, v in tvsr_metadata(checkpoint).items()
                      if k not in ("SuperResolutionMethod", "TrainingSeconds")})
         meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
+        meta.update(getattr(fn, "provenance", {}))
     return meta
 
 

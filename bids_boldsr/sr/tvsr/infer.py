@@ -15,6 +15,9 @@ from ...devices import resolve_device
 from .common import autocast, data_consistency, network_input, weights_sha256
 from .fast_forward import fast_forward
 from .oom import forward_with_fallback
+from .psf_estimate import estimate_acquisition, estimate_record
+
+FLIPS = [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
 
 
 @dataclass
@@ -90,14 +93,38 @@ def _forward_tiled(model: TVSRModel, inp: np.ndarray, box=None) -> np.ndarray:
     return out
 
 
-def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=None) -> np.ndarray:
+def _flip_box(box, shape, axes):
+    box = list(box or (slice(0, n) for n in shape))
+    for a in axes:
+        box[a] = slice(shape[a] - box[a].stop, shape[a] - box[a].start)
+    return tuple(box)
+
+
+def network_output(model: TVSRModel, inp: np.ndarray, box=None) -> np.ndarray:
+    """The network on ``inp`` (in ``box``); with ``flip_ensemble: n`` the mean over the first ``n``
+    of the 8 mirror images (each run mirrored, then mirrored back): the prior was trained on
+    mirrored patches, and averaging removes part of its orientation-dependent error."""
+    run = lambda v, b: forward_with_fallback(model, v, lambda m, w: _forward_tiled(m, w, b))  # OOM: smaller blocks
+    outs = []
+    for axes in FLIPS[:max(1, int(model.config["hyper"].get("flip_ensemble", 1)))]:
+        flipped = np.ascontiguousarray(np.flip(inp, axes)) if axes else inp
+        y = run(flipped, _flip_box(box, inp.shape, axes))
+        outs.append(np.flip(y, axes) if axes else y)
+    return outs[0] if len(outs) == 1 else np.mean(outs, axis=0)
+
+
+def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=None, state=None) -> np.ndarray:
     """Super-resolve one LR volume onto ``sr_target_grid(vol3d.shape, in_affine, factor|voxel_size)``.
 
     ``box``: the fine-grid region the network runs on: ``"head"`` for this volume's ``head_box``
     (``run_super_resolver`` keeps the first volume's for a whole run, so the output is consistent
     over time); ``None``: the whole volume.
+    Data consistency runs under the assumed ``B`` or, with ``dc_psf: "estimate"``, under the PSF
+    estimated from this volume (``psf_estimate``); ``state`` (a dict) keeps that estimate
+    (``"acquisition"``, ``"psf_table"``) for the rest of the run.
     """
-    cfg = model.config
+    cfg, hyper = model.config, model.config["hyper"]
+    state = {} if state is None else state
     fine_shape, _ = sr_target_grid(vol3d.shape, in_affine, factor=cfg["factor"], voxel_size=cfg["voxel_size"])
     scale = robust_scale(vol3d)
     x = np.asarray(vol3d, np.float32) / scale
@@ -106,10 +133,14 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=Non
         with torch.no_grad():
             inp = torch_trilinear(torch.from_numpy(x)[None, None], fine_shape)[0, 0].numpy()
     else:
-        inp = network_input(x, fine_shape, model.acquisition, cfg["hyper"])
-    # out of GPU memory: smaller blocks, then the CPU
-    y = forward_with_fallback(model, inp, lambda m, v: _forward_tiled(m, v, box))
-    y = data_consistency(y, x, model.acquisition, cfg["hyper"].get("dc_iters", 0))
+        inp = network_input(x, fine_shape, model.acquisition, hyper)
+    y = network_output(model, inp, box)
+    if "acquisition" not in state:
+        if hyper.get("dc_psf") == "estimate" and hyper.get("dc_iters", 0) > 0:
+            state["acquisition"], state["psf_table"] = estimate_acquisition(y, x, model.acquisition)
+        else:
+            state["acquisition"] = model.acquisition
+    y = data_consistency(y, x, state["acquisition"], hyper.get("dc_iters", 0))
     return y * scale
 
 
@@ -122,9 +153,16 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
     anatomy's detail then comes from the mean (higher SNR, the same for every volume) and the time
     course is a linear function of the acquired one, so the network cannot add temporal noise.
     ``temporal="volume"``: the network on every volume, in the head box of the first one.
+    The PSF used for data consistency (estimated once per run with ``dc_psf: "estimate"``) is the
+    same for the mean and the fluctuations; the returned function's ``provenance`` dict holds the
+    estimate for the sidecar once the first volume has been done.
     """
     hyper = model.config["hyper"]
-    state = {}
+    state, provenance = {}, {}
+
+    def remember():
+        if "psf_table" in state and not provenance:
+            provenance.update(estimate_record(state["psf_table"]))
 
     def fine_shape(vol3d, in_affine):
         cfg = model.config
@@ -133,14 +171,17 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
     def per_volume(vol3d, in_affine):
         if "box" not in state:
             state["box"] = head_box(np.asarray(vol3d, np.float32), fine_shape(vol3d, in_affine))
-        return super_resolve_volume(model, vol3d, in_affine, state["box"])
+        out = super_resolve_volume(model, vol3d, in_affine, state["box"], state)
+        remember()
+        return out
 
     def static(vol3d, in_affine):
         if "mean" not in state:
-            state["mean"] = super_resolve_volume(model, run_mean, in_affine, "head")
+            state["mean"] = super_resolve_volume(model, run_mean, in_affine, "head", state)
+            remember()
         deviation = np.asarray(vol3d, np.float32) - run_mean
         shape = fine_shape(vol3d, in_affine)
-        fluct = data_consistency(upsample(deviation, shape, order=3), deviation, model.acquisition,
+        fluct = data_consistency(upsample(deviation, shape, order=3), deviation, state["acquisition"],
                                  hyper.get("fluct_dc_iters", 0))
         return state["mean"] + fluct
 
@@ -148,7 +189,9 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
         if run_mean is None:
             raise ValueError("temporal='static' super-resolution needs the run's temporal mean")
         run_mean = np.asarray(run_mean, np.float32)
+        static.provenance = provenance
         return static
+    per_volume.provenance = provenance
     return per_volume
 
 
@@ -162,6 +205,7 @@ def tvsr_metadata(checkpoint) -> dict:
             "NetworkParameters": training["parameters"], "TrainingSteps": training["steps_run"],
             "SelectedStep": training["best_step"], "TrainingSeconds": round(training["seconds"], 2),
             "DataConsistencyIterations": hyper.get("dc_iters", 0), "AcquisitionModel": cfg["acquisition"],
+            "DataConsistencyPSF": hyper.get("dc_psf", "assumed"), "FlipEnsemble": hyper.get("flip_ensemble", 1),
             "TemporalModel": hyper.get("temporal", "volume"),
             "FluctuationDataConsistencyIterations": hyper.get("fluct_dc_iters"),
             "PriorWeightsSHA256": cfg.get("init_sha256"),
