@@ -88,12 +88,12 @@ def test_prior_variant_starts_from_the_prior_and_fine_tunes(lr_run, tmp_path):
     meta = tvsr_metadata(as_shipped)
     assert meta["PriorWeightsSHA256"] == state_sha256(net.state_dict())
     assert meta["Variant"] == "prior" and meta["DataConsistencyIterations"] == 50
-    assert meta["DataConsistencyPSF"] == "estimate" and meta["FlipEnsemble"] == 8
+    assert meta["DataConsistencyPSF"] == "estimate" and meta["FlipEnsemble"] == 1  # sloppy: one pass
     tuned = torch.load(train_tvsr([lr_run], factor=2, variant="prior", init=str(tmp_path / "prior.pt"),
                                   out_dir=tmp_path / "b", steps=4, val_every=2, max_volumes=4),
                        weights_only=False)
     assert tuned["training"]["steps_run"] == 4 and [s for s, _ in tuned["training"]["history"]] == [0, 2, 4]
-    assert tuned["config"]["hyper"]["psf"] == "family"
+    assert tuned["config"]["hyper"]["psf"] == "family" and tuned["config"]["hyper"]["flip_ensemble"] == 8
     # the static temporal model runs on it: the SR grid, finite values
     img = nib.load(lr_run)
     data = np.asarray(img.dataobj, np.float32)

@@ -51,7 +51,7 @@ DEFAULTS = {
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
 }
-SLOPPY = dict(steps=12, val_every=4, max_volumes=4)
+SLOPPY = dict(steps=12, val_every=4, max_volumes=4, flip_ensemble=1)  # tests: one network pass
 PRIOR_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "sr" / "tvsr_prior.pt"
 
 
