@@ -40,7 +40,10 @@ DEGRADATIONS = {
              "slice profile box or Gaussian, thickness 0.8-1.3 x the LR slice spacing",
 }
 PRIOR_FINE_TUNE_STEPS = 300  # tvsr-prior-ft: the prior fine-tuned on the LR run (scale recursion, PSF family)
-VARIANT_SUFFIXES = ("-nodc", "-volume", "-noens", "-assumeddc", "-truedc")  # ablations of a learned method
+# a learned NAME and its ablations NAME<suffix>: hyper-parameter changes at inference; "-truedc" also
+# swaps the model's B for the true PSF (an oracle: what estimating the PSF costs)
+ABLATIONS = {"": {}, "-nodc": {"dc_iters": 0, "fluct_dc_iters": 0}, "-volume": {"temporal": "volume"},
+             "-noens": {"flip_ensemble": 1}, "-assumeddc": {"dc_psf": "assumed"}, "-truedc": {"dc_psf": "assumed"}}
 SPLINE_DC_ITERS = 50  # as many as tvsr's own data-consistency refinement
 MAX_DOC = "99.9th percentile of the HR volume inside the mask"
 
@@ -260,18 +263,14 @@ def main(argv=None) -> int:
                    "tvsr-prior-ft": ("prior", {**hyper, "steps": PRIOR_FINE_TUNE_STEPS}),
                    "tvsr-published": ("published", {})}
         for method, (variant, options) in trained.items():
-            if any(m in methods for m in [method] + [method + suffix for suffix in VARIANT_SUFFIXES]):
+            if any(method + suffix in methods for suffix in ABLATIONS):
                 ckpt = train_tvsr([lr_path], factor=args.factor, variant=variant, device=args.device,
                                   sloppy=args.sloppy, out_dir=work / "models", **options)
                 model = load_tvsr(ckpt, args.device)
-                variants = {method: {}, f"{method}-nodc": {"dc_iters": 0, "fluct_dc_iters": 0},  # without DC
-                            f"{method}-volume": {"temporal": "volume"},      # the network on every volume
-                            f"{method}-noens": {"flip_ensemble": 1},         # one pass, no mirror images
-                            f"{method}-assumeddc": {"dc_psf": "assumed"},    # DC under the header's model
-                            f"{method}-truedc": {"dc_psf": "assumed"}}       # DC under the true PSF (oracle)
-                for name, change in variants.items():
+                for suffix, change in ABLATIONS.items():
+                    name = method + suffix
                     if name in methods:
-                        acq = truth if name.endswith("-truedc") else model.acquisition
+                        acq = truth if suffix == "-truedc" else model.acquisition
                         models[name] = run_super_resolver(replace(model, acquisition=acq, config={
                             **model.config, "hyper": {**model.config["hyper"], **change}}), lr.mean(-1))
                         result["methods"][name] = {"train_seconds": model.training["seconds"],

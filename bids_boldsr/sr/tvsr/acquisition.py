@@ -135,7 +135,7 @@ def _separable(vol, mats, transpose: bool):
     return out.numpy() if is_numpy else out
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # room for psf_estimate's 73 candidates without evicting the run's own
 def _matrices(model: AcquisitionModel, fine_shape, coarse_shape) -> list[np.ndarray]:
     """Cached per grid pair: inference applies B and B^T ~100 times per volume."""
     return [m.astype(np.float32) for m in model._build(fine_shape, coarse_shape)]
