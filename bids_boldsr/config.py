@@ -25,6 +25,7 @@ class Config:
     n_gpu_procs: int = 1
     device: str = "auto"
     sr_method: str = "tvsr-prior"
+    sr_precision: str = "auto"
     sr_factor: float | None = 2.0
     sr_voxel_size: float | None = None
     output_spaces: SpatialReferences = field(default_factory=SpatialReferences.parse)

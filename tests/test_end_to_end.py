@@ -5,8 +5,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bids_boldsr.cli.run import main
+from bids_boldsr.sr.tvsr.common import resolve_precision
 from conftest import shared
 
 
@@ -35,6 +37,7 @@ def test_native_sr_bold(xa30_run):
     # the PSF data consistency used, estimated from this run, with the runners-up (sorted by residual)
     assert meta["DataConsistencyPSF"] == "estimate" and meta["DataConsistencyIterations"] == 50
     assert meta["EstimatedAcquisitionModel"]["inplane"] in ("box", "kspace")
+    assert meta["NetworkPrecision"] == resolve_precision("auto", torch.device("cpu"))
     residuals = [c["residual"] for c in meta["AcquisitionModelCandidates"]]
     assert residuals == sorted(residuals) and meta["AcquisitionModelCandidatesTried"] > 50
     # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input

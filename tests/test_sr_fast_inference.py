@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bids_boldsr.sr.tvsr.acquisition import AcquisitionModel
-from bids_boldsr.sr.tvsr.common import data_consistency, landweber_steps
+from bids_boldsr.sr.tvsr import common
+from bids_boldsr.sr.tvsr.common import data_consistency, landweber_steps, resolve_precision
 from bids_boldsr.sr.tvsr.fast_forward import fast_forward
 from bids_boldsr.sr.tvsr.infer import _forward_tiled, head_box
 from bids_boldsr.sr.tvsr.model import ResidualCNN
@@ -24,6 +25,30 @@ def test_fast_forward_equals_the_module(padding, leaky):
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
     assert (out - x).abs().max() > 0.1  # the residual is not trivially zero
+
+
+def test_bf16_forward_rounds_only_the_residual():
+    torch.manual_seed(0)
+    net = ResidualCNN(1, 8, 5, padding_mode="replicate", zero_init=False, leaky=0.1).eval()
+    x = torch.randn(1, 1, 21, 17, 12) + 5.0  # an offset the residual must not round away
+    ref = fast_forward(net, x)
+    out = fast_forward(net, x, bf16=True)
+    assert out.dtype == torch.float32
+    err, residual = (out - ref), (ref - x)
+    assert 0 < err.abs().max()  # it did run in bf16
+    assert err.pow(2).mean().sqrt() < 0.01 * residual.pow(2).mean().sqrt()  # < 1 % of the correction's RMS
+    assert err.abs().max() < 0.05 * residual.abs().max()
+
+
+def test_precision_auto_follows_the_device_and_the_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "float32" and resolve_precision("auto", cuda) == "bfloat16"
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bfloat16"
+    assert resolve_precision("float32", cpu) == "float32" == resolve_precision("float32", cuda)
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        resolve_precision("half", cpu)
 
 
 def test_fast_forward_falls_back_for_other_padding():
@@ -64,7 +89,7 @@ def test_tiled_forward_in_a_box_matches_the_whole_volume_inside_and_is_the_input
     torch.manual_seed(0)
     net = ResidualCNN(1, 4, 4, padding_mode="replicate", zero_init=False).eval()
     inp = np.random.default_rng(2).normal(size=(30, 26, 18)).astype(np.float32)
-    model = SimpleNamespace(net=net, device=torch.device("cpu"), max_voxels=10 ** 9)
+    model = SimpleNamespace(net=net, device=torch.device("cpu"), max_voxels=10 ** 9, precision="float32")
     whole = _forward_tiled(model, inp)
     with torch.no_grad():
         assert np.allclose(whole, net(torch.from_numpy(inp)[None, None])[0, 0].numpy(), atol=1e-5)

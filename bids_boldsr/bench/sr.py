@@ -207,6 +207,9 @@ def parse_args(argv):
                         + " ('acquisition' is the old name of 'gaussian')")
     p.add_argument("--psf-seed", type=int, default=0, help="seed of the 'mixed' PSF draw")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="the learned methods' network arithmetic (load_tvsr; auto: bfloat16 on CPUs with "
+                        "native bf16, float32 elsewhere), recorded per method")
     p.add_argument("--slice-profile", choices=["gaussian", "box"], default="gaussian",
                    help="the slice profile tvsr's acquisition model assumes (default: Gaussian, whatever "
                         "the simulated degradation; 'box' matches --degradation box)")

@@ -96,6 +96,7 @@ def _main(argv) -> int:
         task=tuple(opts.task), bids_filters=opts.bids_filters,
         nprocs=opts.nprocs or os.cpu_count() or 1, mem_gb=opts.mem_gb or _available_mem_gb(),
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
+        sr_precision=opts.sr_precision,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
         output_spaces=opts.output_spaces, registration=opts.registration,
         cerebellum=opts.cerebellum, cerebellar_atlas=opts.cerebellar_atlas,

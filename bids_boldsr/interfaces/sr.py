@@ -14,6 +14,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     voxel_size = traits.Either(None, traits.Float, usedefault=True)
     checkpoint = traits.Either(None, File(exists=True), usedefault=True)
     device = traits.Str("cpu", usedefault=True)
+    precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True, desc="the SR network's arithmetic")
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
 
 
@@ -36,7 +37,8 @@ class SuperResolve(SimpleInterface):
         out = Path(runtime.cwd) / "sr_bold.nii.gz"
         meta = super_resolve_bold(self.inputs.bold_file, out, method=self.inputs.method,
                                   factor=self.inputs.factor, voxel_size=self.inputs.voxel_size,
-                                  checkpoint=self.inputs.checkpoint, device=self.inputs.device)
+                                  checkpoint=self.inputs.checkpoint, device=self.inputs.device,
+                                  precision=self.inputs.precision)
         self._results["out_file"] = str(out)
         self._results["metadata_file"] = save_json(meta, runtime.cwd, "sr_metadata.json")
         return runtime
@@ -61,7 +63,8 @@ class SuperResolveReference(SimpleInterface):
                 else {"factor": self.inputs.factor or 2.0})
         shape, affine = sr_target_grid(img.shape[:3], img.affine, **spec)
         ref = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
-        run = volume_method(self.inputs.method, self.inputs.checkpoint, self.inputs.device, run_mean=ref)
+        run = volume_method(self.inputs.method, self.inputs.checkpoint, self.inputs.device, run_mean=ref,
+                            precision=self.inputs.precision)
         vol = run(ref, img.affine, shape, affine)
         out = nib.Nifti1Image(np.asarray(vol, dtype=np.float32), affine)
         out.header.set_xyzt_units("mm")

@@ -31,9 +31,10 @@ def train_sr_model(bold_files, method, factor=None, voxel_size=None, device="cpu
                       out_dir=out_dir)
 
 
-def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None):
+def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None, precision="auto"):
     """A function ``f(vol, in_affine, out_shape, out_affine) -> vol`` for ``method`` (learned methods
-    may use the run's temporal mean, ``run_mean``: see ``run_super_resolver``)."""
+    may use the run's temporal mean, ``run_mean``: see ``run_super_resolver``; ``precision``: their
+    network's arithmetic, ``load_tvsr``)."""
     if method in ORDERS:
         return lambda vol, a, s, b: interpolate_volume(vol, a, s, b, method=method)
     if method in LEARNED:
@@ -41,7 +42,8 @@ def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None):
             raise ValueError(f"--sr-method {method} needs a trained checkpoint")
         from .tvsr.infer import load_tvsr, run_super_resolver
 
-        resolve = run_super_resolver(load_tvsr(checkpoint, device), run_mean)
+        model = load_tvsr(checkpoint, device, precision)
+        resolve = run_super_resolver(model, run_mean)
 
         def run(vol, a, s, b):
             out = resolve(vol, a)
@@ -49,12 +51,13 @@ def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None):
                 raise ValueError(f"model output {out.shape} does not match the SR grid {tuple(s)}")
             return out
         run.provenance = resolve.provenance  # the run's estimated PSF, once the first volume is done
+        run.precision = model.precision
         return run
     raise ValueError(f"unknown super-resolution method {method!r}")
 
 
 def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_size=None,
-                       checkpoint=None, device="cpu", progress=True) -> dict:
+                       checkpoint=None, device="cpu", progress=True, precision="auto") -> dict:
     """Super-resolve every volume of ``bold_file`` onto the FOV-preserving SR grid.
 
     Volumes are read, processed and written one at a time (memory independent of the run
@@ -67,7 +70,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
         raise ValueError(f"{Path(bold_file).name} is not 4-D")
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor, voxel_size=voxel_size)
     max_abs, mean = series_stats(img)  # one read of the run for both
-    fn = volume_method(method, checkpoint, device, mean if needs_training(method) else None)
+    fn = volume_method(method, checkpoint, device, mean if needs_training(method) else None, precision)
     n = img.shape[3]
     bar = _progress(n, f"SR {Path(bold_file).name}", progress)
 
@@ -98,6 +101,7 @@ def super_resolve_bold(bold_file, out_file, method="spline", factor=None, voxel_
                      if k not in ("SuperResolutionMethod", "TrainingSeconds")})
         meta["ModelHash"] = meta.get("WeightsSHA256", meta["ModelHash"])
         meta.update(getattr(fn, "provenance", {}))
+        meta["NetworkPrecision"] = fn.precision
     return meta
 
 

@@ -3,7 +3,9 @@ precision and the weights' hash (in their own module so that neither imports the
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,9 +22,35 @@ def weights_sha256(state_dict) -> str:
     return digest.hexdigest()
 
 
-def autocast(device):
-    """bf16 mixed precision on CUDA; a no-op context on CPU (keeps CPU runs deterministic)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device, precision: str = "bfloat16"):
+    """bf16 mixed precision on CUDA (unless ``precision`` is "float32"); a no-op context on CPU,
+    where inference takes bf16 through ``fast_forward`` instead."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bfloat16")
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16). Only there
+    are oneDNN's bf16 convolutions faster than float32 (about 2x for the SR network on 2 cores,
+    docs/benchmarks-sr.md); elsewhere they are emulated and several times slower."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: stay in float32
+        return False
+    return torch.backends.mkldnn.is_available() and re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The network's arithmetic for inference: ``auto`` is bfloat16 on CUDA and on CPUs with native
+    bf16 (``cpu_has_native_bf16``), float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if device.type == "cuda" or cpu_has_native_bf16() else "float32"
 
 
 def network_input(x: np.ndarray, fine_shape, acq: AcquisitionModel, hyper: dict) -> np.ndarray:

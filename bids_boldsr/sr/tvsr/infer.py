@@ -12,7 +12,7 @@ from .acquisition import AcquisitionModel
 from .model import ResidualCNN
 from .resample import robust_scale, torch_trilinear, upsample
 from ...devices import resolve_device
-from .common import autocast, data_consistency, network_input, weights_sha256
+from .common import autocast, data_consistency, network_input, resolve_precision, weights_sha256
 from .fast_forward import fast_forward
 from .oom import forward_with_fallback
 from .psf_estimate import estimate_acquisition, estimate_record
@@ -29,14 +29,17 @@ class TVSRModel:
     sha256: str
     training: dict
     max_voxels: int = 4_000_000  # largest block one forward pass may see; larger volumes are tiled
+    precision: str = "float32"  # the network's arithmetic ("float32" or "bfloat16": resolve_precision)
 
     @property
     def variant(self) -> str:
         return self.config["variant"]
 
 
-def load_tvsr(checkpoint, device="auto") -> TVSRModel:
-    """Load a checkpoint written by ``train_tvsr``; verifies the weights' sha256."""
+def load_tvsr(checkpoint, device="auto", precision="auto") -> TVSRModel:
+    """Load a checkpoint written by ``train_tvsr``; verifies the weights' sha256. ``precision``:
+    the network's arithmetic at inference (``common.resolve_precision``; data consistency and the
+    residual's sum stay float32)."""
     ckpt = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     hyper = ckpt["config"]["hyper"]
     net = ResidualCNN(1, hyper["features"], hyper["layers"], padding_mode=hyper["padding_mode"],
@@ -46,7 +49,7 @@ def load_tvsr(checkpoint, device="auto") -> TVSRModel:
         raise ValueError(f"checkpoint {checkpoint} is corrupt: weights hash mismatch")
     dev = torch.device(resolve_device(device))
     model = TVSRModel(net.to(dev).eval(), ckpt["config"], AcquisitionModel(**ckpt["config"]["acquisition"]),
-                      dev, ckpt["sha256"], ckpt["training"])
+                      dev, ckpt["sha256"], ckpt["training"], precision=resolve_precision(precision, dev))
     if dev.type == "cuda":  # a block may use ~1/4 of free GPU memory (two live activations, bf16)
         free = torch.cuda.mem_get_info(dev)[0]
         model.max_voxels = int(max(64 ** 3, free // 4 // (2 * 2 * hyper["features"])))
@@ -82,13 +85,13 @@ def _forward_tiled(model: TVSRModel, inp: np.ndarray, box=None) -> np.ndarray:
     if np.prod(extent) <= model.max_voxels:
         edge = max(extent)
     out = np.array(inp, np.float32, copy=True)
-    on_cpu = model.device.type == "cpu"
-    with torch.no_grad(), autocast(model.device):
+    on_cpu, bf16 = model.device.type == "cpu", model.precision == "bfloat16"
+    with torch.no_grad(), autocast(model.device, model.precision):
         for start in product(*[range(b.start, b.stop, edge) for b in box]):
             core = [slice(s, min(s + edge, b.stop)) for s, b in zip(start, box)]
             ext = [slice(max(0, c.start - margin), min(n, c.stop + margin)) for c, n in zip(core, inp.shape)]
             block = torch.from_numpy(np.ascontiguousarray(inp[tuple(ext)]))[None, None].to(model.device)
-            res = (fast_forward(model.net, block) if on_cpu else model.net(block)).float()[0, 0].cpu().numpy()
+            res = (fast_forward(model.net, block, bf16) if on_cpu else model.net(block)).float()[0, 0].cpu().numpy()
             out[tuple(core)] = res[tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))]
     return out
 

@@ -42,10 +42,12 @@ def init_fit(wf, config, run, spaces, device, has_t1w, inputnode) -> Fit:
     hmc = pe.Node(HeadMotion(bold_file=bold, device=device, sloppy=config.sloppy,
                              seed=config.random_seed), name="hmc", mem_gb=2.0)
     sr = pe.Node(SuperResolve(bold_file=bold, method=config.sr_method, **config.sr_grid, device=device,
-                              use_gpu=device == "cuda"), name="super_resolve", mem_gb=2.0)
+                              precision=config.sr_precision, use_gpu=device == "cuda"),
+                 name="super_resolve", mem_gb=2.0)
     # coregistration on the super-resolved reference: sharper edges halve the error of an
     # interpolated one (bids-boldsr-bench register-sr)
-    sr_ref = pe.Node(SuperResolveReference(method=config.sr_method, **config.sr_grid, device=device),
+    sr_ref = pe.Node(SuperResolveReference(method=config.sr_method, **config.sr_grid, device=device,
+                                           precision=config.sr_precision),
                      name="sr_boldref", mem_gb=1.0)
     wf.connect([(boldref, hmc, [("ref_file", "ref_file"), ("mask_file", "mask_file")]),
                 (inputnode, sr, [("checkpoint", "checkpoint")]),
