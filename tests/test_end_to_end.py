@@ -40,6 +40,9 @@ def test_native_sr_bold(xa30_run):
     assert meta["NetworkPrecision"] == resolve_precision("auto", torch.device("cpu"))
     residuals = [c["residual"] for c in meta["AcquisitionModelCandidates"]]
     assert residuals == sorted(residuals) and meta["AcquisitionModelCandidatesTried"] > 50
+    # the least residual checked by simulating the 8 best candidates through the prior
+    assert meta["PSFCalibrationCandidates"] == 8
+    assert meta["AcquisitionModelCalibration"]["chosen"] == meta["EstimatedAcquisitionModel"]
     # the super-resolved volume, averaged back over 2x2x2 blocks, is close to the input
     vol = np.asarray(sr.dataobj[..., 3], dtype=float)
     back = vol.reshape(64, 2, 64, 2, 33, 2).mean(axis=(1, 3, 5))

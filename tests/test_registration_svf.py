@@ -88,3 +88,19 @@ def test_finest_level_follows_the_images_resolution_and_the_device():
     assert finest_spacing(img(0.7), img(1.0), "cuda") == 1.0  # the coarser image decides
     assert finest_spacing(img(2.0), img(1.0)) == 2.0          # 2 mm images keep 2 mm (synthetic pairs)
     assert finest_spacing(img(3.0), img(1.0), "cuda") == 2.0  # never coarser than 2 mm
+
+
+def test_penalised_jacobian_is_the_determinant_of_identity_plus_forward_differences():
+    """The loss's det J (``_det_jacobian``, written for autograd speed) against numpy's determinant
+    of I + the forward-difference Jacobian, voxel by voxel, including folded voxels."""
+    from bids_boldsr.registration.svf import _det_jacobian, _grad_mm
+
+    rng = np.random.default_rng(3)
+    u = rng.normal(scale=0.8, size=(1, 3, 9, 8, 7))
+    det = _det_jacobian(_grad_mm(torch.from_numpy(u), 1.5)).numpy()[0]
+    d = [np.diff(u[0], axis=1 + a)[(slice(None),) + tuple(slice(None, -1) if b != a else slice(None) for b in range(3))]
+         for a in range(3)]  # d[a][c] = du_c / dx_a on the common (8, 7, 6) grid, in voxels
+    jac = np.stack(d, -1) / 1.5  # (3 components, ..., 3 derivatives)
+    expected = np.linalg.det(np.moveaxis(jac, 0, -2) + np.eye(3))
+    assert det.shape == expected.shape == (8, 7, 6)
+    assert np.allclose(det, expected, atol=1e-10) and (expected <= 0).any()  # folds included

@@ -103,7 +103,11 @@ def test_prior_variant_starts_from_the_prior_and_fine_tunes(lr_run, tmp_path):
     assert out.shape == tuple(sr_target_grid(data.shape[:3], img.affine, factor=2)[0])
     assert np.isfinite(out).all()
     chosen = run.provenance["EstimatedAcquisitionModel"]  # the run's PSF, kept for the sidecar
-    assert chosen == {k: v for k, v in run.provenance["AcquisitionModelCandidates"][0].items() if k != "residual"}
+    least = {k: v for k, v in run.provenance["AcquisitionModelCandidates"][0].items() if k != "residual"}
+    calibration = run.provenance["AcquisitionModelCalibration"]  # 8 best candidates simulated
+    assert calibration["least_residual"] == least and calibration["chosen"] == chosen
+    assert len(calibration["simulated"]) == 8 and calibration["simulated"][0] == least
+    assert chosen in calibration["simulated"]
     assert run.provenance["AcquisitionModelCandidatesTried"] > 50
 
 

@@ -1,9 +1,12 @@
 """Estimating the run's PSF from the data (for data consistency) and the mirror-image mean."""
 
+from dataclasses import asdict
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import shared
 from bids_boldsr.sr.tvsr.acquisition import AcquisitionModel, coarse_shape_for
@@ -32,13 +35,49 @@ def test_the_true_psf_is_found_given_the_fine_image(hr, truth):
     """With the fine image itself as the estimate, the family member that made the LR volume is the
     one chosen (residual 0), against 70-odd others, whatever the header assumed."""
     lr = truth.apply(hr, coarse_shape_for(hr.shape, 2))
-    chosen, table = estimate_acquisition(hr, lr, ASSUMED)
-    assert chosen == truth and table[0][0] < 1e-6 < table[1][0]
+    chosen, table, calibration = estimate_acquisition(hr, lr, ASSUMED)
+    assert chosen == truth and table[0][0] < 1e-6 < table[1][0] and calibration is None
     assert len(table) == len(family_grid(ASSUMED)) > 70
     record = estimate_record(table)
     assert record["EstimatedAcquisitionModel"]["inplane"] == truth.inplane
     assert [c["residual"] for c in record["AcquisitionModelCandidates"]] == sorted(
         c["residual"] for c in record["AcquisitionModelCandidates"])
+
+
+def _sharpen_z(u, amount=0.3):
+    """A prior's typical bias for the narrowest PSFs: the estimate is too sharp through-plane."""
+    return u + amount * (u - ndimage.gaussian_filter1d(u, 1.0, axis=2))
+
+
+@pytest.mark.parametrize("truth", [
+    AcquisitionModel(slice_axis=2, inplane="kspace", profile="box", thickness_ratio=1.0),
+    AcquisitionModel(slice_axis=2, inplane="box", profile="box", thickness_ratio=1.0),
+    AcquisitionModel(slice_axis=2, inplane="kspace", apodisation=0.25, profile="gaussian", thickness_ratio=0.9),
+])
+def test_calibration_undoes_the_bias_of_an_over_sharp_estimate(hr, truth):
+    """An estimate too sharp along the slices makes the least residual prefer a wider slice profile
+    than the truth; simulating each candidate through the same (biased) prior finds the truth."""
+    lr = truth.apply(hr, coarse_shape_for(hr.shape, 2))
+    y = _sharpen_z(hr)
+    plain, _, none = estimate_acquisition(y, lr, ASSUMED)
+    chosen, table, calibration = estimate_acquisition(y, lr, ASSUMED, lambda x_sim: _sharpen_z(y), 8)
+    assert none is None and plain != truth and plain == table[0][1]
+    assert chosen == truth and calibration["chosen"] == asdict(truth)
+    assert len(calibration["simulated"]) == len(calibration["same_least_residual"]) == 8
+    record = estimate_record(table, calibration)
+    assert record["EstimatedAcquisitionModel"] == asdict(truth)
+    assert record["AcquisitionModelCandidates"][0]["profile"] == plain.profile  # the least residual, kept
+    assert record["AcquisitionModelCalibration"]["least_residual"] == asdict(plain)
+
+
+def test_calibration_keeps_an_unbiased_estimate(hr):
+    """With the fine image itself as the estimate (an unbiased prior), only the truth's simulation
+    puts the truth first, so calibration keeps the least residual."""
+    truth = AcquisitionModel(slice_axis=2, inplane="kspace", apodisation=0.125, profile="box", thickness_ratio=1.2)
+    lr = truth.apply(hr, coarse_shape_for(hr.shape, 2))
+    chosen, table, calibration = estimate_acquisition(hr, lr, ASSUMED, lambda x_sim: hr, 6)
+    assert chosen == truth == table[0][1]
+    assert calibration["same_least_residual"] == [True] + [False] * 5
 
 
 def test_the_header_model_is_a_candidate_and_no_slice_axis_means_no_profile():

@@ -43,7 +43,8 @@ PRIOR_FINE_TUNE_STEPS = 300  # tvsr-prior-ft: the prior fine-tuned on the LR run
 # a learned NAME and its ablations NAME<suffix>: hyper-parameter changes at inference; "-truedc" also
 # swaps the model's B for the true PSF (an oracle: what estimating the PSF costs)
 ABLATIONS = {"": {}, "-nodc": {"dc_iters": 0, "fluct_dc_iters": 0}, "-volume": {"temporal": "volume"},
-             "-noens": {"flip_ensemble": 1}, "-assumeddc": {"dc_psf": "assumed"}, "-truedc": {"dc_psf": "assumed"}}
+             "-noens": {"flip_ensemble": 1}, "-assumeddc": {"dc_psf": "assumed"}, "-truedc": {"dc_psf": "assumed"},
+             "-leastres": {"psf_calibration": 0}}  # the PSF estimate without its calibration (0.7)
 SPLINE_DC_ITERS = 50  # as many as tvsr's own data-consistency refinement
 MAX_DOC = "99.9th percentile of the HR volume inside the mask"
 

@@ -21,7 +21,7 @@ from ..nifti import voxel_sizes
 from .pyramid import (centre_of_mass, downsample, image_data, normalise, sample_world,
                       translation, world_to_grid)
 from .optim import Adam
-from .similarity import mutual_information, ncc
+from .similarity import mutual_information, ncc, soft_bins
 
 RADIUS_MM = 50.0  # converts rotations/scales/shears to mm at the brain surface for step sizes
 
@@ -115,6 +115,7 @@ class _Level:
         pts = ijk @ f_aff_l[:3, :3].T + f_aff_l[:3, 3]
         self.points = torch.tensor(pts, dtype=torch.float32, device=device)
         self.fvals = torch.tensor(fvals, dtype=torch.float32, device=device)[None]
+        self.fbins = soft_bins(self.fvals)  # fixed samples: their Parzen memberships once per level
         mov, m_aff_l = downsample(torch.from_numpy(moving)[None, None], m_aff, spacing)
         self.moving = mov.to(device)
         self.w2g = torch.tensor(world_to_grid(m_aff_l, mov.shape), dtype=torch.float32, device=device)
@@ -131,7 +132,7 @@ class _Level:
             inmask, _ = sample_world(self.mmask, self.mmask_w2g, pts.detach())
             w = w * (inmask[:, 0] > 0.5)
         if cost == "mi":
-            return mutual_information(self.fvals, vals[:, 0], w)[0]
+            return mutual_information(self.fvals, vals[:, 0], w, f_bins=self.fbins)[0]
         return ncc(self.fvals, vals[:, 0], w)[0]
 
 

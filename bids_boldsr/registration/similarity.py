@@ -5,20 +5,27 @@ import torch
 import torch.nn.functional as F
 
 
-def mutual_information(f: torch.Tensor, m: torch.Tensor, w: torch.Tensor, bins: int = 32) -> torch.Tensor:
+MI_BINS = 32
+
+
+def soft_bins(x: torch.Tensor, bins: int = MI_BINS) -> torch.Tensor:
+    """Parzen-window (Gaussian, one bin wide) memberships of values in [0, 1]: (..., P) -> (..., P, bins)."""
+    centres = torch.linspace(0, 1, bins, dtype=x.dtype, device=x.device)
+    sigma = 1.0 / bins  # one bin width: smooth enough for gradients, sharp enough for contrast
+    k = torch.exp(-0.5 * ((x[..., None] - centres) / sigma) ** 2)
+    return k / (k.sum(-1, keepdim=True) + 1e-12)
+
+
+def mutual_information(f: torch.Tensor, m: torch.Tensor, w: torch.Tensor, bins: int = MI_BINS,
+                       f_bins: torch.Tensor | None = None) -> torch.Tensor:
     """Parzen-window (Gaussian) mutual information of weighted samples.
 
     ``f``, ``m``, ``w``: (N, P) fixed values, moving values, sample weights; returns (N,).
+    ``f_bins``: ``soft_bins(f)`` computed once by a caller whose fixed samples do not change (an
+    optimiser's loop), the same values without recomputing a quarter of each iteration.
     """
-    centres = torch.linspace(0, 1, bins, dtype=f.dtype, device=f.device)
-    sigma = 1.0 / bins  # one bin width: smooth enough for gradients, sharp enough for contrast
-
-    def soft_bins(x):
-        k = torch.exp(-0.5 * ((x[..., None] - centres) / sigma) ** 2)
-        return k / (k.sum(-1, keepdim=True) + 1e-12)
-
-    wf = soft_bins(f) * w[..., None]
-    joint = wf.transpose(1, 2) @ soft_bins(m)  # (N, bins, bins)
+    wf = (soft_bins(f, bins) if f_bins is None else f_bins) * w[..., None]
+    joint = wf.transpose(1, 2) @ soft_bins(m, bins)  # (N, bins, bins)
     joint = joint / (joint.sum((1, 2), keepdim=True) + 1e-12)
     pf, pm = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
     eps = 1e-10

@@ -123,8 +123,9 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=Non
     (``run_super_resolver`` keeps the first volume's for a whole run, so the output is consistent
     over time); ``None``: the whole volume.
     Data consistency runs under the assumed ``B`` or, with ``dc_psf: "estimate"``, under the PSF
-    estimated from this volume (``psf_estimate``); ``state`` (a dict) keeps that estimate
-    (``"acquisition"``, ``"psf_table"``) for the rest of the run.
+    estimated from this volume (``psf_estimate``, calibrated by ``psf_calibration`` simulated
+    candidates); ``state`` (a dict) keeps that estimate (``"acquisition"``, ``"psf_table"``,
+    ``"psf_calibration"``) for the rest of the run.
     """
     cfg, hyper = model.config, model.config["hyper"]
     state = {} if state is None else state
@@ -140,7 +141,12 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=Non
     y = network_output(model, inp, box)
     if "acquisition" not in state:
         if hyper.get("dc_psf") == "estimate" and hyper.get("dc_iters", 0) > 0:
-            state["acquisition"], state["psf_table"] = estimate_acquisition(y, x, model.acquisition)
+            def reestimate(x_sim):  # the prior on a simulated acquisition: one pass, same box
+                return forward_with_fallback(model, network_input(x_sim, fine_shape, model.acquisition, hyper),
+                                             lambda m, w: _forward_tiled(m, w, box))
+
+            state["acquisition"], state["psf_table"], state["psf_calibration"] = estimate_acquisition(
+                y, x, model.acquisition, reestimate, int(hyper.get("psf_calibration", 0)))
         else:
             state["acquisition"] = model.acquisition
     y = data_consistency(y, x, state["acquisition"], hyper.get("dc_iters", 0))
@@ -165,7 +171,7 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
 
     def remember():
         if "psf_table" in state and not provenance:
-            provenance.update(estimate_record(state["psf_table"]))
+            provenance.update(estimate_record(state["psf_table"], state.get("psf_calibration")))
 
     def fine_shape(vol3d, in_affine):
         cfg = model.config
@@ -209,6 +215,7 @@ def tvsr_metadata(checkpoint) -> dict:
             "SelectedStep": training["best_step"], "TrainingSeconds": round(training["seconds"], 2),
             "DataConsistencyIterations": hyper.get("dc_iters", 0), "AcquisitionModel": cfg["acquisition"],
             "DataConsistencyPSF": hyper.get("dc_psf", "assumed"), "FlipEnsemble": hyper.get("flip_ensemble", 1),
+            "PSFCalibrationCandidates": hyper.get("psf_calibration", 0),
             "TemporalModel": hyper.get("temporal", "volume"),
             "FluctuationDataConsistencyIterations": hyper.get("fluct_dc_iters"),
             "PriorWeightsSHA256": cfg.get("init_sha256"),

@@ -44,9 +44,10 @@ DEFAULTS = {
     "tvsr": _TVSR,
     # the learned prior (train_prior.py, shipped weights), fine-tuned by the scale recursion over the
     # PSF family for ``steps`` (0: the prior as shipped); the mean over 8 mirror images, then data
-    # consistency under the PSF estimated from the run (psf_estimate.py), for the mean and fluctuations
+    # consistency under the PSF estimated from the run (psf_estimate.py, its 8 best candidates
+    # checked by simulation), for the mean and fluctuations
     "prior": {**_TVSR, **PRIOR_NET, "steps": 0, "lr": 2e-4, "psf": "family", "init": "prior",
-              "flip_ensemble": 8, "dc_psf": "estimate"},
+              "flip_ensemble": 8, "dc_psf": "estimate", "psf_calibration": 8},
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
