@@ -53,3 +53,30 @@ def test_profile_rows_of_a_multiproc_run(tmp_path):
     assert summary["machine"]["cpus"] >= 1
     table = format_table(list(rows.values())).splitlines()
     assert table[0].split()[:3] == ["node", "wall", "s"] and len(table) == 3
+
+
+def test_bench_pipeline_truncated_copy_cuts_runs_and_events_without_touching_the_source(tmp_path):
+    """``bench pipeline --volumes N``: the copy's BOLD keeps the first N volumes (same values and
+    affine), its events those starting before N * TR (the sidecar's), and the source is left as it was."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_boldsr.bench.pipeline import truncated_copy
+    from conftest import make_bids
+
+    data = np.arange(6 * 5 * 4 * 10, dtype=np.int16).reshape(6, 5, 4, 10)
+    src = make_bids(tmp_path / "ds", nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.3, 1.0])), sub="01",
+                    task="x", tr=2.0)
+    bold = next(src.rglob("*_bold.nii.gz"))
+    events = bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv"))
+    events.write_text("onset\tduration\ttrial_type\n1.0\t1\ta\n7.9\t1\tb\n8.0\t1\ta\n15\t1\tb\n")
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    copy = truncated_copy(src, tmp_path / "cut", 4)
+    cut = next(copy.rglob("*_bold.nii.gz"))
+    assert not cut.is_symlink() and nib.load(cut).shape == (6, 5, 4, 4)
+    assert np.array_equal(np.asarray(nib.load(cut).dataobj), data[..., :4])
+    assert np.allclose(nib.load(cut).affine, nib.load(bold).affine)
+    rows = cut.with_name(cut.name.replace("_bold.nii.gz", "_events.tsv")).read_text().splitlines()
+    assert rows == ["onset\tduration\ttrial_type", "1.0\t1\ta", "7.9\t1\tb"]  # 8.0 s is the cut
+    assert (copy / "dataset_description.json").is_symlink()
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before

@@ -231,7 +231,8 @@ def parse_args(argv):
                         f"(the prior fine-tuned {PRIOR_FINE_TUNE_STEPS} steps on the LR run), tvsr-published, spline-dc, spline, trilinear; "
                         "ablations of a learned NAME: NAME-nodc (no data consistency), NAME-volume (the network on "
                         "every volume), NAME-noens (no mirror-image mean), NAME-assumeddc (DC under the header's PSF), "
-                        "NAME-truedc (DC under the true PSF: what estimating it costs)")
+                        "NAME-truedc (DC under the true PSF: what estimating it costs), NAME-leastres (the PSF "
+                        "estimate's least residual, without the calibration by simulation)")
     p.add_argument("--work-dir", help="keeps simulated data and checkpoints (default: temporary)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
