@@ -2,9 +2,38 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
+from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
+
+
+class ThreadsInputSpec(BaseInterfaceInputSpec):
+    num_threads = traits.Int(1, usedefault=True,
+                             desc="CPU threads for this step's torch and BLAS work (0: every CPU); Nipype sets it "
+                                  "from the node's n_procs")
+
+
+class ThreadLimited(SimpleInterface):
+    """A step that computes with exactly the CPU threads its node declares to MultiProc (``n_procs``,
+    1 unless set), as fMRIPrep's ``omp_nthreads`` does. Left alone, torch gives every worker one
+    thread per core: two such steps side by side on 2 cores ran an SVF iteration 3.8x slower than
+    with one thread each (docs/benchmarks.md, "Whole participant"). The caller's limits come back
+    afterwards (tests run interfaces in-process)."""
+
+    def run(self, cwd=None, ignore_exception=None, **inputs):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        n = int(inputs.get("num_threads", self.inputs.num_threads)) or os.cpu_count() or 1
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            with threadpool_limits(limits=n):
+                return super().run(cwd=cwd, ignore_exception=ignore_exception, **inputs)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def save_img(img: nib.Nifti1Image, cwd, name: str) -> str:

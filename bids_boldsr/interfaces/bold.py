@@ -1,13 +1,12 @@
 """BOLD reference and head-motion interfaces."""
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    traits)
+from nipype.interfaces.base import File, TraitedSpec, traits
 
-from .base import save_img
+from .base import ThreadLimited, ThreadsInputSpec, save_img
 
 
-class _BoldReferenceInputSpec(BaseInterfaceInputSpec):
+class _BoldReferenceInputSpec(ThreadsInputSpec):
     bold_file = File(exists=True, mandatory=True)
 
 
@@ -17,7 +16,7 @@ class _BoldReferenceOutputSpec(TraitedSpec):
     fov_file = File(exists=True, desc="ones on the BOLD grid (field of view, for coverage QC)")
 
 
-class BoldReference(SimpleInterface):
+class BoldReference(ThreadLimited):
     """Median of motion-robust volumes and EPI brain mask (``registration.boldref``)."""
 
     input_spec = _BoldReferenceInputSpec
@@ -36,7 +35,7 @@ class BoldReference(SimpleInterface):
         return runtime
 
 
-class _HeadMotionInputSpec(BaseInterfaceInputSpec):
+class _HeadMotionInputSpec(ThreadsInputSpec):
     bold_file = File(exists=True, mandatory=True)
     ref_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True)
@@ -51,7 +50,7 @@ class _HeadMotionOutputSpec(TraitedSpec):
     confounds_file = File(exists=True)
 
 
-class HeadMotion(SimpleInterface):
+class HeadMotion(ThreadLimited):
     """Rigid head-motion estimates per volume (``registration.motion``)."""
 
     input_spec = _HeadMotionInputSpec

@@ -6,10 +6,10 @@ import nibabel as nib
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
                                     SimpleInterface, TraitedSpec, traits)
 
-from .base import save_json
+from .base import ThreadLimited, ThreadsInputSpec, save_json
 
 
-class _RunQCInputSpec(BaseInterfaceInputSpec):
+class _RunQCInputSpec(ThreadsInputSpec):
     bold_file = File(exists=True, mandatory=True)
     sr_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
@@ -29,7 +29,7 @@ class _RunQCOutputSpec(TraitedSpec):
     qc_file = File(exists=True)
 
 
-class RunQC(SimpleInterface):
+class RunQC(ThreadLimited):
     """Run-level QC metrics as JSON (``bids_boldsr.qc``)."""
 
     input_spec = _RunQCInputSpec

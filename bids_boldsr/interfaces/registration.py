@@ -1,14 +1,13 @@
 """Registration and resampling interfaces (thin wrappers over ``bids_boldsr.registration``)."""
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import File, InputMultiObject, TraitedSpec, traits
 
-from .base import save_img
+from .base import ThreadLimited, ThreadsInputSpec, save_img
 from ..registration.apply import ENGINES
 
 
-class _RegisterInputSpec(BaseInterfaceInputSpec):
+class _RegisterInputSpec(ThreadsInputSpec):
     moving_file = File(exists=True, mandatory=True)
     fixed_file = File(exists=True, mandatory=True)
     fixed_mask_file = File(exists=True)
@@ -31,7 +30,7 @@ class _RegisterOutputSpec(TraitedSpec):
     moving_mask_file = File(desc="fixed mask pulled back into the moving image (brain mask)")
 
 
-class RegisterLinear(SimpleInterface):
+class RegisterLinear(ThreadLimited):
     """Rigid/affine registration (``registration.linear.register_linear``)."""
 
     input_spec = _RegisterInputSpec
@@ -65,7 +64,7 @@ class RegisterLinear(SimpleInterface):
         return runtime
 
 
-class _NonlinearInputSpec(BaseInterfaceInputSpec):
+class _NonlinearInputSpec(ThreadsInputSpec):
     moving_file = File(exists=True, mandatory=True)
     fixed_file = File(exists=True, mandatory=True)
     fixed_mask_file = File(exists=True, mandatory=True, desc="sets the working grid")
@@ -89,7 +88,7 @@ class _NonlinearOutputSpec(TraitedSpec):
     stats_file = File(exists=True, desc="JSON: Jacobian determinant and similarity before/after")
 
 
-class RegisterNonlinear(SimpleInterface):
+class RegisterNonlinear(ThreadLimited):
     """Diffeomorphic registration after an affine (``registration.svf.register_diffeomorphic``)."""
 
     input_spec = _NonlinearInputSpec
@@ -124,7 +123,7 @@ class RegisterNonlinear(SimpleInterface):
         return runtime
 
 
-class _TemplateGridInputSpec(BaseInterfaceInputSpec):
+class _TemplateGridInputSpec(ThreadsInputSpec):
     template_file = File(exists=True, mandatory=True)
     voxel_size_from = File(exists=True, desc="image whose voxel size sets the grid (else template's)")
     extra_files = InputMultiObject(File(exists=True), desc="template-space images put on the grid "
@@ -136,7 +135,7 @@ class _TemplateGridOutputSpec(TraitedSpec):
     extra_on_grid = traits.List(File(exists=True))
 
 
-class TemplateGrid(SimpleInterface):
+class TemplateGrid(ThreadLimited):
     """The output grid in template space: the template's FOV at the SR voxel size (or ``res-N``)."""
 
     input_spec = _TemplateGridInputSpec
@@ -163,7 +162,7 @@ class TemplateGrid(SimpleInterface):
         return runtime
 
 
-class _ResampleSeriesInputSpec(BaseInterfaceInputSpec):
+class _ResampleSeriesInputSpec(ThreadsInputSpec):
     bold_file = File(exists=True, mandatory=True)
     ref_file = File(exists=True, mandatory=True, desc="defines the output grid")
     xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output space first")
@@ -180,7 +179,7 @@ class _ResampleSeriesOutputSpec(TraitedSpec):
     out_file = File(exists=True)
 
 
-class ResampleSeries(SimpleInterface):
+class ResampleSeries(ThreadLimited):
     """Motion + coregistration + normalisation in one interpolation (``registration.apply``)."""
 
     input_spec = _ResampleSeriesInputSpec

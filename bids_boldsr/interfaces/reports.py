@@ -3,11 +3,12 @@ after the workflow, ``bids_boldsr.reports.participant``, also by ``--reports-onl
 import json
 from pathlib import Path
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import File, InputMultiObject, TraitedSpec, traits
+
+from .base import ThreadLimited, ThreadsInputSpec
 
 
-class _ParticipantReportInputSpec(BaseInterfaceInputSpec):
+class _ParticipantReportInputSpec(ThreadsInputSpec):
     output_dir = traits.Str(mandatory=True)
     subject = traits.Str(mandatory=True)
     qc_files = InputMultiObject(File(exists=True), mandatory=True)
@@ -17,7 +18,7 @@ class _ParticipantReportOutputSpec(TraitedSpec):
     qc_tsv = traits.Str()
 
 
-class ParticipantReport(SimpleInterface):
+class ParticipantReport(ThreadLimited):
     """QC table ``sub-X/sub-X_qc.tsv`` (one row per run; lists as JSON text), the only input of
     the group level."""
 

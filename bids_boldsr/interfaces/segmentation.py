@@ -1,13 +1,12 @@
 """Cerebellum: atlas labels and masks through transform chains (``segmentation.atlas``), the learned
 segmentation with atlas lobules inside it (``segmentation.cnn``, ``.lobules``), per-label summaries."""
 import nibabel as nib
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import File, InputMultiObject, TraitedSpec, traits
 
-from .base import save_img
+from .base import ThreadLimited, ThreadsInputSpec, save_img
 
 
-class _ResampleLabelsInputSpec(BaseInterfaceInputSpec):
+class _ResampleLabelsInputSpec(ThreadsInputSpec):
     in_file = File(exists=True, mandatory=True, desc="label or mask image")
     ref_file = File(exists=True, mandatory=True, desc="native grid (3-D or 4-D image)")
     xfm_files = InputMultiObject(File(exists=True), desc="pull chain, output grid first "
@@ -18,7 +17,7 @@ class _ResampleLabelsOutputSpec(TraitedSpec):
     out_file = File(exists=True)
 
 
-class ResampleLabels(SimpleInterface):
+class ResampleLabels(ThreadLimited):
     """Nearest-neighbour resampling of labels/masks through a transform chain."""
 
     input_spec = _ResampleLabelsInputSpec
@@ -35,7 +34,7 @@ class ResampleLabels(SimpleInterface):
         return runtime
 
 
-class _LabelSummariesInputSpec(BaseInterfaceInputSpec):
+class _LabelSummariesInputSpec(ThreadsInputSpec):
     series_file = File(exists=True, desc="4-D series on the dseg grid (else volumes only)")
     dseg_file = File(exists=True, mandatory=True)
     lut_file = File(exists=True, mandatory=True)
@@ -46,7 +45,7 @@ class _LabelSummariesOutputSpec(TraitedSpec):
     volumes_file = File(exists=True)
 
 
-class LabelSummaries(SimpleInterface):
+class LabelSummaries(ThreadLimited):
     """Per-label mean time series and volumes (``segmentation.summaries``)."""
 
     input_spec = _LabelSummariesInputSpec
@@ -70,7 +69,7 @@ class LabelSummaries(SimpleInterface):
         return runtime
 
 
-class _SegmentCerebellumInputSpec(BaseInterfaceInputSpec):
+class _SegmentCerebellumInputSpec(ThreadsInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to segment (T1w, BOLD reference; 4-D: mean)")
     atlas_file = File(exists=True, desc="atlas lobules on the same grid (from ResampleLabels)")
     template_atlas = File(exists=True, desc="the atlas on its template grid (with xfm_files: priors)")
@@ -85,7 +84,7 @@ class _SegmentCerebellumOutputSpec(TraitedSpec):
     lobules_file = File(desc="atlas lobules restricted to the learned cerebellum")
 
 
-class SegmentCerebellum(SimpleInterface):
+class SegmentCerebellum(ThreadLimited):
     """Learned cerebellum (``segmentation.cnn``), and the atlas lobules inside it
     (``segmentation.lobules``) when ``atlas_file`` is given."""
 
@@ -121,7 +120,7 @@ class SegmentCerebellum(SimpleInterface):
         return runtime
 
 
-class _SuitToTemplateInputSpec(BaseInterfaceInputSpec):
+class _SuitToTemplateInputSpec(ThreadsInputSpec):
     suit_t1w = File(exists=True, mandatory=True, desc="TemplateFlow tpl-SUIT T1w")
     suit_dseg = File(exists=True, mandatory=True, desc="tpl-SUIT atlas-Diedrichsen2009 dseg")
     template_file = File(exists=True, mandatory=True, desc="anchor template T1w (output grid)")
@@ -137,7 +136,7 @@ class _SuitToTemplateOutputSpec(TraitedSpec):
     stats_file = File(exists=True)
 
 
-class SuitToTemplate(SimpleInterface):
+class SuitToTemplate(ThreadLimited):
     """SUIT lobules onto the anchor template by a cerebellum-masked registration (``segmentation.suit``)."""
 
     input_spec = _SuitToTemplateInputSpec

@@ -1,13 +1,12 @@
 """Super-resolution interface; a GPU node (``use_gpu``) so MultiProc honours --n-gpu-procs."""
 from pathlib import Path
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
-                                    SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import File, InputMultiObject, TraitedSpec, traits
 
-from .base import save_json
+from .base import ThreadLimited, ThreadsInputSpec, save_json
 
 
-class _SuperResolveInputSpec(BaseInterfaceInputSpec):
+class _SuperResolveInputSpec(ThreadsInputSpec):
     bold_file = File(exists=True, mandatory=True)
     method = traits.Str("spline", usedefault=True)
     factor = traits.Either(None, traits.Float, usedefault=True)
@@ -23,7 +22,7 @@ class _SuperResolveOutputSpec(TraitedSpec):
     metadata_file = File(exists=True)
 
 
-class SuperResolve(SimpleInterface):
+class SuperResolve(ThreadLimited):
     """Stream a BOLD run through a super-resolution method (``sr.apply.super_resolve_bold``)."""
 
     input_spec = _SuperResolveInputSpec
@@ -44,7 +43,7 @@ class SuperResolve(SimpleInterface):
         return runtime
 
 
-class SuperResolveReference(SimpleInterface):
+class SuperResolveReference(ThreadLimited):
     """The same method on one 3-D volume (the BOLD reference, ``bold_file``), so that the
     coregistration sees the sharper image (``bids-boldsr-bench register-sr`` measures the gain)."""
 
@@ -75,7 +74,7 @@ class SuperResolveReference(SimpleInterface):
         return runtime
 
 
-class _TrainSRInputSpec(BaseInterfaceInputSpec):
+class _TrainSRInputSpec(ThreadsInputSpec):
     bold_files = InputMultiObject(File(exists=True), mandatory=True)
     method = traits.Str("tvsr", usedefault=True)
     factor = traits.Either(None, traits.Float, usedefault=True)
@@ -90,7 +89,7 @@ class _TrainSROutputSpec(TraitedSpec):
     checkpoint = traits.Either(None, File(exists=True))
 
 
-class TrainSR(SimpleInterface):
+class TrainSR(ThreadLimited):
     """Self-supervised training on all of a participant's runs (``sr.apply.train_sr_model``)."""
 
     input_spec = _TrainSRInputSpec
