@@ -51,3 +51,16 @@ def test_every_computing_interface_is_thread_limited():
     unlimited = [c.__name__ for c in classes if not issubclass(c, ThreadLimited)]
     assert unlimited == ["DerivativesSink"]
     assert all("num_threads" in c.input_spec().trait_names() for c in classes if issubclass(c, ThreadLimited))
+
+
+def test_bench_threads_times_the_four_arrangements(tmp_path):
+    import json
+
+    from bids_boldsr.bench import main as bench
+
+    out = tmp_path / "threads.json"
+    assert bench(["threads", "--iters", "1", "--shape", "12", "14", "10", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["processes"], r["threads_each"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [len(r["s_per_iteration"]) for r in rows] == [1, 1, 2, 2]
+    assert all(t > 0 for r in rows for t in r["s_per_iteration"])

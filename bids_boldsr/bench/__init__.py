@@ -21,6 +21,7 @@ COMMANDS = {"sr": "super-resolution vs. interpolation baselines",
             "interp": "separable SR interpolation and streamed reading vs. the naive way",
             "resample": "template-space series resampling: all-core and torch engines vs. one-thread scipy",
             "pipeline": "the participant level on a dataset, with its per-stage profile table",
+            "threads": "an SVF iteration in one or two processes of one or two threads (why steps limit threads)",
             "gpu": "CUDA paths of every engine against their CPU results, with timings (JSON)"}
 
 

@@ -18,9 +18,9 @@ class ThreadsInputSpec(BaseInterfaceInputSpec):
 class ThreadLimited(SimpleInterface):
     """A step that computes with exactly the CPU threads its node declares to MultiProc (``n_procs``,
     1 unless set), as fMRIPrep's ``omp_nthreads`` does. Left alone, torch gives every worker one
-    thread per core: two such steps side by side on 2 cores ran an SVF iteration 3.8x slower than
-    with one thread each (docs/benchmarks.md, "Whole participant"). The caller's limits come back
-    afterwards (tests run interfaces in-process)."""
+    thread per core: two such steps side by side on 2 cores ran an SVF iteration 3.5x slower than
+    with one thread each (``bids-boldsr-bench threads``). The caller's limits come back afterwards
+    (tests run interfaces in-process)."""
 
     def run(self, cwd=None, ignore_exception=None, **inputs):
         import torch
