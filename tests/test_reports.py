@@ -82,6 +82,36 @@ def test_failed_participant_page_lists_the_crash(tmp_path):
     assert crash.relative_to(out).as_posix() in page  # a relative link to the crash file
 
 
+def test_participant_page_shows_the_processing_timeline(tmp_path):
+    """A run's profile.tsv becomes the Profile section: the timeline image (one bar per timed step)
+    and the slowest steps, slowest first, with the totals from profile.json."""
+    import re
+
+    from bids_boldsr.profile import COLUMNS
+    from bids_boldsr.reports.fig_profile import timeline
+
+    out = tmp_path / "out"
+    log = out / "sub-03" / "log" / "20260102-000000_beef"
+    log.mkdir(parents=True)
+    steps = [("wf.t1w_nonlinear", "t1w_nonlinear", 0.5, 98.3, "computed"), ("wf.coreg", "coreg", 1.0, 60.2, "computed"),
+             ("wf.hmc", "hmc", 61.0, 76.1, "computed"), ("wf.ds_bold", "ds_bold", 99.0, 99.0, "computed"),
+             ("wf.boldref", "boldref", 0.2, 0.9, "reused")]
+    rows = ["\t".join(COLUMNS)] + [f"{n}\t{st}\t{a}\t{b}\t{b - a:.2f}\t{(b - a) * 0.98:.2f}\t0.98\t0.6\t{status}"
+                                   for n, st, a, b, status in steps]
+    (log / "profile.tsv").write_text("\n".join(rows) + "\n")
+    (log / "profile.json").write_text(json.dumps({"wall_s": 99.0, "cpu_s": 170.4, "peak_total_rss_gb": 2.1,
+                                                  "machine": {"cpus": 2, "gpu": None}}))
+    page = build_participant_report(out, "03", bids_dir=None, cache_dir=tmp_path / "cache").read_text()
+    assert 'id="profile"' in page and 'href="#profile"' in page and "170.4 CPU s" in page
+    img = re.search(r'id="profile-timeline" src="([^"]+)"', page).group(1)
+    assert (out / img).stat().st_size > 5000
+    table = page[page.index('id="profile-slowest"'):]
+    order = [table.index(f"<td title=\"wf.{st}\">") for st in ("t1w_nonlinear", "coreg", "hmc")]
+    assert order == sorted(order)  # slowest first
+    with pytest.raises(ValueError, match="no timed steps"):
+        timeline([{"start_s": "n/a", "wall_s": "n/a"}], tmp_path / "empty.png")
+
+
 # ---------------------------------------------------------------- browser
 
 
@@ -172,7 +202,15 @@ def test_participant_report_in_browser(xa30_run, browser, tmp_path):
     methods = browser.find_element(By.ID, "methods").text
     assert "super-resolved" in methods and "Power JD" in methods and "bids-boldsr (processing)" in methods
     nav = [a.get_attribute("href").split("#")[1] for a in browser.find_elements(By.CSS_SELECTOR, "nav a")]
-    assert nav == ["summary", RUN, "errors", "methods"]
+    assert nav == ["summary", RUN, "profile", "errors", "methods"]
+    # the Profile section: the timeline loaded, its slowest step is profile.tsv's
+    timeline = browser.find_element(By.ID, "profile-timeline")
+    assert timeline.is_displayed() and int(timeline.get_attribute("naturalWidth")) > 300
+    from bids_boldsr.profile import read_profile
+    tsv = sorted((out / "sub-01" / "log").glob("*/profile.tsv"), key=lambda p: p.stat().st_mtime)[-1]
+    slowest = max(read_profile(tsv), key=lambda r: float(r["wall_s"]) if r["wall_s"] != "n/a" else 0)
+    first = browser.find_elements(By.CSS_SELECTOR, "#profile-slowest td")[0]
+    assert first.text == slowest["stage"] and first.get_attribute("title") == slowest["node"]
     # the flickers: 4 pairs (SR, SR inset, coregistration, normalisation); hovering shows "before"
     flickers = browser.find_elements(By.CSS_SELECTOR, ".flicker")
     assert len(flickers) == 4

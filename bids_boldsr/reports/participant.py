@@ -255,10 +255,26 @@ def build_participant_report(output_dir, subject: str, bids_dir=None, cache_dir=
     has_t1w = any(collect.run_files(output_dir, bids_dir, subject, r["name"])["t1w"] for r in runs[:1])
     boiler = methods_text(config, has_t1w) if config else "The settings of the run were not found."
     sidecar_json = collect.run_files(output_dir, bids_dir, subject, runs[0]["name"])["sr_json"] if runs else None
+    profile = _profile(output_dir, subject, config.run_uuid if config else None, figs)
     page = render("participant.html.j2", subject=subject, runs=runs, errors=crashes, figure_errors=figs.failed,
+                  profile=profile,
                   boilerplate=boiler, references=methods.references(boiler),
                   versions=methods.versions(config.version if config else None,
                                             json.loads(sidecar_json.read_text()) if sidecar_json else None),
                   config=json.dumps(config.to_dict(), indent=2, default=str) if config else "",
                   run_uuid=config.run_uuid if config else "")
     return atomic_write_text(output_dir / f"sub-{subject}.html", page)
+
+
+def _profile(output_dir, subject, run_uuid, figs: _Figures) -> dict | None:
+    """The Profile section (``fig_profile``) from this run's ``profile.tsv``; None without one."""
+    from . import fig_profile
+
+    tsv = fig_profile.latest_profile(output_dir, subject, run_uuid)
+    if tsv is None:
+        return None
+    section = figs("processing timeline", fig_profile.profile_section, tsv,
+                   Path(output_dir) / f"sub-{subject}" / "figures")
+    if section:
+        section["timeline"], section["tsv"] = figs.rel(section["timeline"]), figs.rel(section["tsv"])
+    return section
