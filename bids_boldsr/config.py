@@ -11,6 +11,13 @@ from . import __version__
 from .spaces import SpatialReferences
 
 
+def default_omp_nthreads(nprocs: int) -> int:
+    """fMRIPrep's rule: one core left for the light steps, at most 8 threads per step; one thread on
+    2 cores, where two 1-thread steps side by side beat one 2-thread step beside another
+    (``bids-boldsr-bench threads``)."""
+    return 1 if nprocs <= 2 else min(nprocs - 1, 8)
+
+
 @dataclass(frozen=True)
 class Config:
     bids_dir: Path
@@ -21,6 +28,7 @@ class Config:
     task: tuple[str, ...] = ()
     bids_filters: dict = field(default_factory=dict)
     nprocs: int = 1
+    omp_nthreads: int = 1  # threads of each heavy step (its node's n_procs): default_omp_nthreads
     mem_gb: float = 8.0
     n_gpu_procs: int = 1
     device: str = "auto"

@@ -132,3 +132,10 @@ def test_sigterm_stops_workers_exit_143(tmp_path):
              open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and
              b"resource_tracker" not in open(f"/proc/{p}/cmdline", "rb").read()]
     assert not alive
+
+
+def test_more_threads_per_step_than_processes_exit_64(tmp_path, capsys):
+    ds = make_bids(tmp_path / "ds", _bold())
+    code, err = _run([ds, tmp_path / "out", "participant", "--nprocs", "2", "--omp-nthreads", "3"], capsys)
+    assert code == 64 and "--omp-nthreads 3 is more than --nprocs 2" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -64,3 +64,9 @@ def test_bench_threads_times_the_four_arrangements(tmp_path):
     assert [(r["processes"], r["threads_each"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [len(r["s_per_iteration"]) for r in rows] == [1, 1, 2, 2]
     assert all(t > 0 for r in rows for t in r["s_per_iteration"])
+
+
+def test_default_threads_per_heavy_step_follow_fmriprep():
+    from bids_boldsr.config import default_omp_nthreads
+
+    assert [default_omp_nthreads(n) for n in (1, 2, 3, 4, 8, 16, 64)] == [1, 1, 2, 3, 7, 8, 8]

@@ -146,3 +146,17 @@ def test_graph_suit_atlas(tmp_path, template_cache, monkeypatch):
     assert tsv.endswith("tpl-SUIT_atlas-Diedrichsen2009_dseg.tsv")
     meta = nodes["sub_01_wf.bold_sub_01_task_rest_wf.ds_dseg"].inputs.metadata
     assert meta["Atlas"].startswith("SUIT atlas-Diedrichsen2009")
+
+
+def test_heavy_steps_declare_the_threads_per_step(tmp_path, template_cache):
+    """--omp-nthreads reaches the heavy steps as their n_procs (and so their threads); the rest take one."""
+    wf, cfg = _build(tmp_path, template_cache, with_t1w=True, nprocs=4, omp_nthreads=3)
+    nodes = _nodes(wf._create_flat_graph())
+    run = "sub_01_wf.bold_sub_01_task_rest_wf"
+    heavy = [f"{run}.{n}" for n in ("hmc", "super_resolve", "sr_boldref", "coreg", "cerebellum_cnn")] + [
+        "sub_01_wf.t1w_to_MNI152NLin2009aSym", "sub_01_wf.t1w_to_MNI152NLin2009aSym_nonlinear",
+        "sub_01_wf.t1w_cerebellum_cnn"]
+    for name in heavy:
+        assert nodes[name].n_procs == 3 and nodes[name].inputs.num_threads == 3, name
+    assert nodes[f"{run}.qc"].n_procs == 1 and nodes[f"{run}.qc"].inputs.num_threads == 1
+    assert nodes[f"{run}.to_MNI152NLin2009aSym"].n_procs == 4  # resampling takes every process

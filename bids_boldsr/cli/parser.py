@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="working directory (intermediate results are cached and reused here); "
                         "default: ./work in the current directory")
     g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, help="CPU processes")
+    g.add_argument("--omp-nthreads", type=_positive_int, default=None,
+                   help="CPU threads of each heavy step (registration, SR, head motion, the cerebellum CNN); "
+                        "default: 1 with --nprocs 2 or fewer, else min(nprocs - 1, 8), as in fMRIPrep. "
+                        "Every other step computes with one thread")
     g.add_argument("--mem-gb", "--mem", type=_positive_float, default=None, help="memory limit (GB)")
     g.add_argument("--n-gpu-procs", type=_positive_int, default=1,
                    help="GPU nodes that may run at once (MultiProc)")

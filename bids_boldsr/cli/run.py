@@ -79,7 +79,7 @@ def _stop_descendants() -> None:
 
 
 def _main(argv) -> int:
-    from ..config import Config
+    from ..config import Config, default_omp_nthreads
     from .parser import parse_args
 
     opts = parse_args(argv)
@@ -88,13 +88,17 @@ def _main(argv) -> int:
     db_root = opts.bids_database_dir.absolute() if opts.bids_database_dir else None
     if opts.list_participants or opts.write_sbatch is not None:
         return _list_or_write_sbatch(opts, bids_dir, output_dir, work_dir, db_root)
+    nprocs = opts.nprocs or os.cpu_count() or 1
+    omp_nthreads = opts.omp_nthreads or default_omp_nthreads(nprocs)
+    if omp_nthreads > nprocs:
+        raise UsageError(f"--omp-nthreads {omp_nthreads} is more than --nprocs {nprocs}: a step could never start")
     _check_paths(bids_dir, output_dir, work_dir, db_root)
     _writable_scratch(work_dir)
     config = Config.create(
         bids_dir=bids_dir, output_dir=output_dir, analysis_level=opts.analysis_level,
         work_dir=work_dir, participant_label=tuple(opts.participant_label),
         task=tuple(opts.task), bids_filters=opts.bids_filters,
-        nprocs=opts.nprocs or os.cpu_count() or 1, mem_gb=opts.mem_gb or _available_mem_gb(),
+        nprocs=nprocs, omp_nthreads=omp_nthreads, mem_gb=opts.mem_gb or _available_mem_gb(),
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_precision=opts.sr_precision,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,

@@ -49,7 +49,7 @@ def _t1w_to_template(wf, config, subject, t1w, target, device, write) -> Normali
                                     fixed_mask_file=str(target.mask), dof=12, cost="mi",
                                     skull_stripped_fixed=True, device=device, sloppy=config.sloppy,
                                     seed=config.random_seed),
-                     name=f"t1w_to_{key}", mem_gb=3.0)
+                     name=f"t1w_to_{key}", mem_gb=3.0, n_procs=config.omp_nthreads)
     ents = {"sub": subject}
 
     def xfm_path(src, dst, ext, **extra):
@@ -63,7 +63,7 @@ def _t1w_to_template(wf, config, subject, t1w, target, device, write) -> Normali
     nonlinear = pe.Node(RegisterNonlinear(moving_file=str(t1w), fixed_file=str(target.t1w),
                                           fixed_mask_file=str(target.mask), method=config.registration,
                                           device=device, sloppy=config.sloppy, use_gpu=device == "cuda"),
-                        name=f"t1w_to_{key}_nonlinear", mem_gb=4.0)
+                        name=f"t1w_to_{key}_nonlinear", mem_gb=4.0, n_procs=config.omp_nthreads)
     wf.connect([(linear, nonlinear, [("xfm_file", "affine_file"), ("moving_mask_file", "moving_mask_file")])])
     if write:
         sink_transforms(wf, linear, nonlinear, xfm_path, "T1w", target.name, config.registration, f"t1w_{key}")
@@ -86,7 +86,8 @@ def t1w_cerebellum(wf, config, subject, t1w, anchor, normalisation, device, atla
 
     if config.cerebellum == "cnn":
         cnn = learned_cerebellum(wf, "t1w_cerebellum_cnn", device, atlas, atlas_src, normalisation.forward,
-                                 lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), mem_gb=3.0)
+                                 lambda suffix, ext: path(suffix, ext, "cerebellumtissue"), mem_gb=3.0,
+                                 n_procs=config.omp_nthreads)
         cnn.inputs.in_file = str(t1w)
         dseg, dseg_out = cnn, "lobules_file"
     volumes = pe.Node(LabelSummaries(lut_file=str(anchor.atlas_tsv)), name="t1w_cerebellum_volumes")

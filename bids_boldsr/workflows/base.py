@@ -53,7 +53,8 @@ def init_single_subject_wf(config, subject, data, spaces, device, config_file):
     if needs_training(config.sr_method):  # one model per participant, trained on all its runs
         train = pe.Node(TrainSR(bold_files=[str(r.path) for r in runs], method=config.sr_method,
                                 **config.sr_grid, device=device, seed=config.random_seed,
-                                sloppy=config.sloppy, use_gpu=device == "cuda"), name="sr_train", mem_gb=4.0)
+                                sloppy=config.sloppy, use_gpu=device == "cuda"), name="sr_train", mem_gb=4.0,
+                        n_procs=config.omp_nthreads)
     # the warp statistics in QC: those of the first requested template (else the anchor)
     stats_key = (spaces.templates[0].target if spaces.templates else spaces.anchor.target).key
     for i, run in enumerate(runs, start=1):

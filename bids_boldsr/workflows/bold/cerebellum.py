@@ -38,7 +38,8 @@ def run_cerebellum(wf, config, run, anchor, device, fit, inputnode, dpath):
     dseg, dseg_out, cnn = atlas_dseg, "out_file", None
     if config.cerebellum == "cnn":
         cnn = learned_cerebellum(wf, "cerebellum_cnn", device, atlas_dseg, (inputnode, "atlas_file"),
-                                 forward, lambda suffix, ext: dpath(suffix, ext, desc="cerebellumtissue"))
+                                 forward, lambda suffix, ext: dpath(suffix, ext, desc="cerebellumtissue"),
+                                 n_procs=config.omp_nthreads)
         wf.connect(fit.sr_ref, "out_file", cnn, "in_file")
         dseg, dseg_out = cnn, "lobules_file"
     sink(wf, dseg, dseg_out, dpath("dseg", desc="cerebellum"),
@@ -69,12 +70,13 @@ def cerebellum_metadata(route, anchor, image) -> dict:
     return meta
 
 
-def learned_cerebellum(wf, name, device, atlas, template_atlas, chain, path, mem_gb=2.0):
+def learned_cerebellum(wf, name, device, atlas, template_atlas, chain, path, mem_gb=2.0, n_procs=1):
     """The CNN node (its ``in_file`` still to connect or set) fed with the atlas on the image grid
     (``atlas``, a ResampleLabels node), the template atlas and the pull chain template -> image
     ((node, field) pairs: centre and prior), with the sinks of its tissue labels, their table and
     volumes (``path(suffix, ext)`` names them)."""
-    cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name=name, mem_gb=mem_gb)
+    cnn = pe.Node(SegmentCerebellum(device=device, use_gpu=device == "cuda"), name=name, mem_gb=mem_gb,
+                  n_procs=n_procs)
     wf.connect([(atlas, cnn, [("out_file", "atlas_file")]),
                 (template_atlas[0], cnn, [(template_atlas[1], "template_atlas")]),
                 (chain[0], cnn, [(chain[1], "xfm_files")])])

@@ -40,15 +40,15 @@ def init_fit(wf, config, run, spaces, device, has_t1w, inputnode) -> Fit:
     bold = str(run.path)
     boldref = pe.Node(BoldReference(bold_file=bold), name="boldref", mem_gb=1.0)
     hmc = pe.Node(HeadMotion(bold_file=bold, device=device, sloppy=config.sloppy,
-                             seed=config.random_seed), name="hmc", mem_gb=2.0)
+                             seed=config.random_seed), name="hmc", mem_gb=2.0, n_procs=config.omp_nthreads)
     sr = pe.Node(SuperResolve(bold_file=bold, method=config.sr_method, **config.sr_grid, device=device,
                               precision=config.sr_precision, use_gpu=device == "cuda"),
-                 name="super_resolve", mem_gb=2.0)
+                 name="super_resolve", mem_gb=2.0, n_procs=config.omp_nthreads)
     # coregistration on the super-resolved reference: sharper edges halve the error of an
     # interpolated one (bids-boldsr-bench register-sr)
     sr_ref = pe.Node(SuperResolveReference(method=config.sr_method, **config.sr_grid, device=device,
                                            precision=config.sr_precision),
-                     name="sr_boldref", mem_gb=1.0)
+                     name="sr_boldref", mem_gb=1.0, n_procs=config.omp_nthreads)
     wf.connect([(boldref, hmc, [("ref_file", "ref_file"), ("mask_file", "mask_file")]),
                 (inputnode, sr, [("checkpoint", "checkpoint")]),
                 (boldref, sr_ref, [("ref_file", "bold_file")]),
@@ -67,7 +67,7 @@ def _via_t1w(wf, config, spaces, device, inputnode, fit):
     # (bids-boldsr-bench coreg); sloppy (tests) keeps the single start
     coreg = pe.Node(RegisterLinear(dof=6, cost="mi", device=device, sloppy=config.sloppy,
                                    seed=config.random_seed, n_starts=1 if config.sloppy else COREG_STARTS),
-                    name="coreg", mem_gb=2.0)
+                    name="coreg", mem_gb=2.0, n_procs=config.omp_nthreads)
     wf.connect([(fit.sr_ref, coreg, [("out_file", "moving_file")]),
                 (inputnode, coreg, [("t1w_file", "fixed_file"), ("t1w_mask", "fixed_mask_file")])])
     fit.t1w_chain = (coreg, "xfm_file")
