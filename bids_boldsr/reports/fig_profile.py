@@ -35,7 +35,9 @@ def timeline(rows: list[dict], out_png, min_wall_s: float = 0.5) -> Path:
     if not steps:
         raise ValueError("no timed steps in the profile")
     end = max(_num(r["end_s"]) for r in steps)
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(steps) + 1.0))
+    height = 0.28 * len(steps) + 1.0
+    fig, ax = plt.subplots(figsize=(9, height))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.55 / height, top=1 - 0.35 / height)  # inches
     for i, r in enumerate(steps):
         start, wall = _num(r["start_s"]), _num(r["wall_s"])
         ax.barh(i, wall, left=start, color=STATUS_COLORS.get(r["status"], "#ff7f0e"), height=0.7)
@@ -45,7 +47,6 @@ def timeline(rows: list[dict], out_png, min_wall_s: float = 0.5) -> Path:
     ax.set_xlim(0, end * 1.35)  # room for the labels of the last steps
     ax.set_xlabel("seconds since the participant's first step")
     ax.set_title("processing timeline (blue: computed, grey: reused from the work directory)", fontsize=9)
-    fig.tight_layout()
     return P.save(fig, out_png)
 
 
