@@ -181,10 +181,14 @@ def read_profile(tsv: Path) -> list[dict]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
+def cell_value(v) -> float | None:
+    """A number of ``profile.tsv`` (None where it was not measured)."""
+    return float(v) if v not in (None, "", "n/a") else None
+
+
 def format_table(rows: list[dict], top: int | None = None) -> str:
     """Per-stage table, slowest first: stage, wall, CPU, CPU/wall, peak memory."""
-    def num(v):
-        return float(v) if v not in (None, "", "n/a") else None
+    num = cell_value
     rows = sorted(rows, key=lambda r: -(num(r["wall_s"]) or 0))[:top]
     out = [f"{'node':<48} {'wall s':>8} {'cpu s':>8} {'cpu/wall':>8} {'peak GB':>8} {'status':>8}"]
     for r in rows:

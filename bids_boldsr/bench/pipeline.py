@@ -29,10 +29,10 @@ def truncated_copy(ds: Path, dest: Path, volumes: int) -> Path:
         img = nib.load(os.readlink(bold))
         bold.unlink()
         nib.save(img.slicer[..., :volumes], bold)
-        events = Path(str(bold).split("_bold.nii")[0] + "_events.tsv")
+        stem = str(bold).split("_bold.nii")[0]
+        events, sidecar = Path(stem + "_events.tsv"), Path(stem + "_bold.json")
         if events.is_symlink():
             lines = Path(os.readlink(events)).read_text().splitlines()
-            sidecar = Path(str(bold).split("_bold.nii")[0] + "_bold.json")
             meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
             end = volumes * float(meta.get("RepetitionTime") or img.header.get_zooms()[3])
             events.unlink()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..profile import cell_value as _num
 from . import plotting as P
 
 STATUS_COLORS = {"computed": "#1f77b4", "reused": "#bdbdbd"}
-
-
-def _num(value) -> float | None:
-    return float(value) if value not in (None, "", "n/a") else None
 
 
 def latest_profile(output_dir, subject: str, run_uuid: str | None = None) -> Path | None:

@@ -103,13 +103,14 @@ def _flip_box(box, shape, axes):
     return tuple(box)
 
 
-def network_output(model: TVSRModel, inp: np.ndarray, box=None) -> np.ndarray:
-    """The network on ``inp`` (in ``box``); with ``flip_ensemble: n`` the mean over the first ``n``
-    of the 8 mirror images (each run mirrored, then mirrored back): the prior was trained on
+def network_output(model: TVSRModel, inp: np.ndarray, box=None, passes: int | None = None) -> np.ndarray:
+    """The network on ``inp`` (in ``box``); with ``flip_ensemble: n`` (or ``passes``) the mean over the
+    first ``n`` of the 8 mirror images (each run mirrored, then mirrored back): the prior was trained on
     mirrored patches, and averaging removes part of its orientation-dependent error."""
     run = lambda v, b: forward_with_fallback(model, v, lambda m, w: _forward_tiled(m, w, b))  # OOM: smaller blocks
+    passes = passes or int(model.config["hyper"].get("flip_ensemble", 1))
     outs = []
-    for axes in FLIPS[:max(1, int(model.config["hyper"].get("flip_ensemble", 1)))]:
+    for axes in FLIPS[:max(1, passes)]:
         flipped = np.ascontiguousarray(np.flip(inp, axes)) if axes else inp
         y = run(flipped, _flip_box(box, inp.shape, axes))
         outs.append(np.flip(y, axes) if axes else y)
@@ -142,8 +143,7 @@ def super_resolve_volume(model: TVSRModel, vol3d: np.ndarray, in_affine, box=Non
     if "acquisition" not in state:
         if hyper.get("dc_psf") == "estimate" and hyper.get("dc_iters", 0) > 0:
             def reestimate(x_sim):  # the prior on a simulated acquisition: one pass, same box
-                return forward_with_fallback(model, network_input(x_sim, fine_shape, model.acquisition, hyper),
-                                             lambda m, w: _forward_tiled(m, w, box))
+                return network_output(model, network_input(x_sim, fine_shape, model.acquisition, hyper), box, 1)
 
             state["acquisition"], state["psf_table"], state["psf_calibration"] = estimate_acquisition(
                 y, x, model.acquisition, reestimate, int(hyper.get("psf_calibration", 0)))
