@@ -70,3 +70,17 @@ def test_default_threads_per_heavy_step_follow_fmriprep():
     from bids_boldsr.config import default_omp_nthreads
 
     assert [default_omp_nthreads(n) for n in (1, 2, 3, 4, 8, 16, 64)] == [1, 1, 2, 3, 7, 8, 8]
+
+
+def test_bench_threads_and_pipeline_refuse_non_positive_counts(capsys):
+    """A count of 0 or less is a one-line usage error (argparse's exit 2), before anything runs."""
+    import pytest
+
+    from bids_boldsr.bench import main as bench
+
+    for argv in (["threads", "--iters", "0"], ["pipeline", "ds-xa30", "--volumes", "-3"]):
+        with pytest.raises(SystemExit) as stop:
+            bench(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "Traceback" not in err
+        assert err.strip().splitlines()[-1].endswith(("'0'", "'-3'")), err

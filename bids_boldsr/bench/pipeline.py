@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from ..cli.parser import _positive_int
 from ..profile import format_table, read_profile
 from .gpu import DATA
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, help="work folder (default: beside the outputs; reuse = resume)")
     p.add_argument("--top", type=int, default=25, help="rows of the table (slowest first)")
     p.add_argument("--json", type=Path)
-    p.add_argument("--volumes", type=int, help="run a copy whose BOLD runs keep their first N volumes")
+    p.add_argument("--volumes", type=_positive_int, help="run a copy whose BOLD runs keep their first N volumes")
     opts = p.parse_args(argv)
     ds = Path(opts.dataset)
     if not ds.exists() and (DATA / opts.dataset).is_dir():

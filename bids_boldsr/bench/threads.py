@@ -12,6 +12,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
+from ..cli.parser import _positive_int
+
 SHAPE = (112, 136, 116)  # the 1.5 mm working grid of ds-forrest's T1w -> MNI152NLin2009aSym
 
 
@@ -50,8 +52,8 @@ def measure(processes: int, threads: int, iters: int, shape=SHAPE) -> list[float
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bids-boldsr-bench threads", description=__doc__.splitlines()[0])
-    p.add_argument("--iters", type=int, default=8)
-    p.add_argument("--shape", type=int, nargs=3, default=list(SHAPE))
+    p.add_argument("--iters", type=_positive_int, default=8)
+    p.add_argument("--shape", type=_positive_int, nargs=3, default=list(SHAPE))
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     rows = []
