@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bids_boldsr.bench import main as bench
@@ -66,3 +67,22 @@ def test_gpu_check_without_a_gpu_is_exit_75(capsys):
         pytest.skip("a GPU is visible")
     assert bench(["gpu", "--device", "cuda"]) == 75
     assert "no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_resample_comparison_separates_fov_edge_from_value_errors():
+    """Found on the full ds-xa30 run: 2 of 31 million samples on the input's edge were inside for one
+    engine and 0 for the other (142 int16 steps apart) while every other value agreed; such edge
+    disagreements are counted apart, but a real difference inside still fails."""
+    from bids_boldsr.bench.gpu import compare_resampled
+
+    a = np.full((100, 100, 110), 1000.0)
+    b = a.copy()
+    b[0, 0, 0] = 0.0  # one edge sample (1e-6 of 1.1e6 values is 1.1)
+    res = compare_resampled(a, b, step=1.0)
+    assert res["passed"] and res["fov_edge_disagreements"] == 1 and res["max_abs_diff_int16_steps"] == 0
+    b[0, 0, :2] = 0.0  # two: over 1e-6 of the values
+    assert not compare_resampled(a, b, step=1.0)["passed"]
+    b = a.copy()
+    b[5, 5, 5] += 3.0  # inside both: 3 steps
+    res = compare_resampled(a, b, step=1.0)
+    assert not res["passed"] and res["max_abs_diff_int16_steps"] == 3.0

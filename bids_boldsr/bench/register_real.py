@@ -120,19 +120,23 @@ def run_ants(preset: str, t1w_brain: Path, template_path: Path, work: Path, seed
     return {"chain": chain, "inverse_chain": inverse, "cpu_seconds": cpu, "seconds": wall}
 
 
-def run_ours(t1w: nib.Nifti1Image, template, mask, affine, sloppy: bool, spacing=None) -> dict:
+def run_ours(t1w: nib.Nifti1Image, template, mask, affine, sloppy: bool, spacing=None, device="cpu") -> dict:
     """The workflow's SVF stage after its affine (``affine`` timed separately, shared with ANTs' mask);
-    ``spacing``: the SVF's finest level in mm (default: the workflow's, ``finest_spacing``)."""
+    ``spacing``: the SVF's finest level in mm (default: the workflow's, ``finest_spacing`` on ``device``)."""
     from bids_boldsr.registration.linear import brain_mask_from_template
     from bids_boldsr.registration.svf import finest_spacing, register_diffeomorphic
 
     if spacing is None and not sloppy:
-        spacing = finest_spacing(t1w, template)
+        spacing = finest_spacing(t1w, template, device)
 
     c0, t0 = time.process_time(), time.perf_counter()
     result = register_diffeomorphic(t1w, template, affine["matrix"], fixed_mask=mask,
                                     moving_mask=brain_mask_from_template(t1w, mask, affine["matrix"]),
-                                    sloppy=sloppy, spacing=spacing)
+                                    sloppy=sloppy, spacing=spacing, device=device)
+    if str(device).startswith("cuda"):  # wall time of the finished GPU work
+        import torch
+
+        torch.cuda.synchronize()
     return {"chain": result.chain, "inverse_chain": result.inverse_chain,
             "cpu_seconds": time.process_time() - c0 + affine["cpu_seconds"],
             "seconds": time.perf_counter() - t0 + affine["seconds"], "svf_spacing_mm": result.stats["spacing_mm"]}
@@ -257,6 +261,8 @@ def build_parser():
     p.add_argument("--sloppy", action="store_true", help="our fast settings (tests)")
     p.add_argument("--svf-spacing", type=float,
                    help="our SVF's finest level in mm (default: the workflow's finest_spacing, 1.5 for 1 mm on a CPU)")
+    p.add_argument("--device", default="cpu", help="our SVF stage's torch device (cpu, cuda); the "
+                   "affine and ANTs stay on the CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here (after every registration)")
     return p
@@ -265,7 +271,7 @@ def build_parser():
 def _run(method, subject, template, work, args) -> dict:
     if method == "bids-boldsr":
         return run_ours(subject["t1w"], template["t1w"], template["mask"], subject["affine"], args.sloppy,
-                        args.svf_spacing)
+                        args.svf_spacing, args.device)
     if method == "bids-boldsr-affine":
         matrix = subject["affine"]["matrix"]
         return {"chain": [matrix], "inverse_chain": [np.linalg.inv(matrix)],
@@ -290,6 +296,7 @@ def _report(results: dict, args, command: str) -> dict:
             "per_subject": results,
             "settings": {"template": "MNI152NLin2009aSym", "template_res": args.template_res,
                          "threads": args.threads, "sloppy": args.sloppy, "seed": args.seed,
+                         "device": args.device,
                          "command": command}}
 
 

@@ -131,8 +131,9 @@ def _method_volume(method, models, lr_vol, lr_affine, hr_shape, hr_affine, assum
     return interpolate_volume(lr_vol, lr_affine, hr_shape, hr_affine, method=method)
 
 
-def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
-    """Child process: stream SR volumes to disk; report throughput and this process's peak RSS.
+def _stream_child(ckpt, lr_path, n_vol, out_path, factor, device="cpu"):
+    """Child process: stream SR volumes to disk; report throughput and this process's peak RSS
+    (and the peak GPU memory on CUDA).
 
     ``ckpt=None`` streams cubic-spline volumes instead (same writer, far cheaper per volume)."""
     import torch
@@ -140,7 +141,7 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
     from ..nifti import StreamingNiftiWriter
     from ..nifti import series_stats
     img = nib.load(str(lr_path))
-    loaded = load_tvsr(ckpt, "cpu") if ckpt else None
+    loaded = load_tvsr(ckpt, device) if ckpt else None
     model = run_super_resolver(loaded, series_stats(img)[1]) if loaded else None
     shape, affine = sr_target_grid(img.shape[:3], img.affine, factor=factor)
     start = time.perf_counter()
@@ -151,17 +152,19 @@ def _stream_child(ckpt, lr_path, n_vol, out_path, factor):
                                 interpolate_volume(vol, img.affine, shape, affine, "spline"))
     seconds = time.perf_counter() - start
     method = {None: "spline", "prior": "tvsr-prior"}.get(loaded and loaded.variant, "tvsr")
-    return {"method": method, "volumes": n_vol, "shape": list(shape),
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    return {"method": method, "volumes": n_vol, "shape": list(shape), "device": str(device),
             "seconds": seconds, "volumes_per_s": n_vol / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 1024 ** 2 if cuda else None}
 
 
-def throughput(ckpt, lr_path, n_vol, workdir, factor):
+def throughput(ckpt, lr_path, n_vol, workdir, factor, device="cpu"):
     """Run ``_stream_child`` in a fresh process (its peak RSS is then this measurement's alone)."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:  # re-raises a child's error
         return pool.submit(_stream_child, ckpt and str(ckpt), str(lr_path), n_vol,
-                           str(Path(workdir) / f"sr-{n_vol}.nii"), factor).result()
+                           str(Path(workdir) / f"sr-{n_vol}.nii"), factor, device).result()
 
 
 def functional_check(hr, sr, mask):
@@ -314,7 +317,7 @@ def main(argv=None) -> int:
                 ckpt = train_tvsr([args.bold], factor=args.factor, variant=variant, device=args.device,
                                   sloppy=args.sloppy, out_dir=work / "models", **hyper)
             train_s, n_t = time.perf_counter() - start, nib.load(str(args.bold)).shape[3]
-            result["throughput"] = [{**throughput(ckpt, args.bold, min(n, n_t), work, args.factor),
+            result["throughput"] = [{**throughput(ckpt, args.bold, min(n, n_t), work, args.factor, args.device),
                                      "train_seconds": train_s}
                                     for n in args.throughput]
     print(f"factor {args.factor}  degradation {args.degradation}  HR {hr.shape}  LR {lr.shape}  "
