@@ -4,7 +4,7 @@ Stages, each run on ``--device`` and compared with the CPU reference within the 
 
 - ``resample``: the torch resampling engine (template grid, per-volume motion) vs the one-thread scipy
   engine; tolerance: 1.01 int16 steps max where both sample inside the input, mean < 1e-5 of the
-  signal, samples on the input's edge that one engine takes as outside (0) < 1e-6 of the values;
+  signal; a sample that one engine takes as outside (0) only on the rim of the sampled region;
 - ``sr``: tvsr inference of the same checkpoint on the device vs on CPU (bf16 autocast on CUDA);
   tolerance: RMS difference < 2 % of the mean signal; training on the device vs on CPU from the same
   seed: outputs of the two models, RMS difference < 5 % of the mean signal;
@@ -82,19 +82,26 @@ def _cut(bold_file, work, volumes, box=None):
 
 
 def compare_resampled(a: np.ndarray, b: np.ndarray, step: float) -> dict:
-    """Two engines' int16-stored outputs (``step``: the scale slope) within the check's tolerance?"""
+    """Two engines' int16-stored outputs (``step``: the scale slope) within the check's tolerance?
+
+    A sample that lands on the input's edge can be inside for one engine and outside (0) for the
+    other by rounding (float32 vs float64 coordinates). Such inside/outside disagreements are allowed
+    only on the edge of the sampled region (next to a value both engines give as 0) and are counted
+    apart; every other value must agree to one int16 step."""
+    from scipy import ndimage
+
     signal = float(np.abs(a[a != 0]).mean())
     diff = np.abs(a - b)
-    # a sample that lands on the input's edge is inside for one engine and outside (0) for the other
-    # by rounding (float32 vs float64 coordinates): counted apart, not in the max
-    edge = (a == 0) != (b == 0)
+    edge = ((a == 0) != (b == 0)) & (diff > 1.01 * step)  # 0 against 1 step is rounding, not the edge
+    spatial = np.ones((3, 3, 3) + (1,) * (a.ndim - 3), bool)
+    on_rim = ndimage.binary_dilation((a == 0) & (b == 0), structure=spatial)
     inner_max = float(diff[~edge].max() / step)
-    ok = inner_max <= 1.01 and diff.mean() / signal < 1e-5 and edge.mean() < 1e-6
+    ok = inner_max <= 1.01 and diff.mean() / signal < 1e-5 and bool(on_rim[edge].all())
     return {"compared": True, "passed": bool(ok), "max_abs_diff_int16_steps": inner_max,
-            "fov_edge_disagreements": int(edge.sum()), "output_values": int(a.size),
-            "mean_abs_diff_rel": float(diff.mean() / signal),
-            "tolerance": "max <= 1.01 int16 step where both engines sample inside the input, mean < 1e-5, "
-                         "inside/outside disagreements at the input's edge < 1e-6 of the values"}
+            "fov_edge_disagreements": int(edge.sum()), "off_edge_disagreements": int((edge & ~on_rim).sum()),
+            "output_values": int(a.size), "mean_abs_diff_rel": float(diff.mean() / signal),
+            "tolerance": "max <= 1.01 int16 step where both engines sample inside the input, mean < 1e-5; "
+                         "inside/outside disagreements only next to values both give as 0"}
 
 
 def stage_resample(bold, t1w, work, device, tiny):
