@@ -83,7 +83,8 @@ def test_finest_level_follows_the_images_resolution_and_the_device():
     from bids_boldsr.registration.svf import finest_spacing
 
     img = lambda mm: nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([mm, mm, mm, 1.0]))  # noqa: E731
-    assert finest_spacing(img(1.0), img(1.0)) == 1.5          # 1 mm T1w -> 1 mm template on a CPU
+    assert finest_spacing(img(1.0), img(1.0)) == 1.0          # 1 mm T1w -> 1 mm template on a CPU (0.7.3)
+    assert finest_spacing(img(1.5), img(1.0)) == 1.5          # a 1.5 mm T1w: its own resolution
     assert finest_spacing(img(1.0), img(1.0), "cuda") == 1.0  # at the images' resolution on a GPU
     assert finest_spacing(img(0.7), img(1.0), "cuda") == 1.0  # the coarser image decides
     assert finest_spacing(img(2.0), img(1.0)) == 2.0          # 2 mm images keep 2 mm (synthetic pairs)

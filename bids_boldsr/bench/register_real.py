@@ -260,7 +260,7 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--sloppy", action="store_true", help="our fast settings (tests)")
     p.add_argument("--svf-spacing", type=float,
-                   help="our SVF's finest level in mm (default: the workflow's finest_spacing, 1.5 for 1 mm on a CPU)")
+                   help="our SVF's finest level in mm (default: the workflow's finest_spacing, 1 for 1 mm images)")
     p.add_argument("--device", default="cpu", help="our SVF stage's torch device (cpu, cuda); the "
                    "affine and ANTs stay on the CPU")
     p.add_argument("--seed", type=int, default=0)

@@ -190,9 +190,9 @@ def _integrate(v_norm: torch.Tensor, shape) -> torch.Tensor:
     return F.interpolate(u, size=shape, mode="trilinear", align_corners=True)
 
 
-# the finest working grid: the images' own resolution, down to 1.5 mm on a CPU (issue 13: 1.5 mm
-# T1w -> 1 mm template costs ~200 CPU s, 1/15 of antsRegistrationSyN[s]) and 1 mm on a GPU
-FINEST_MM = {"cpu": 1.5, "cuda": 1.0}
+# the finest working grid: the images' own resolution, down to 1 mm on either device (issue 13: since
+# 0.7.2 a 1 mm T1w -> 1 mm template costs ~400 CPU s, 1/8 of antsRegistrationSyN[s]; 1.5 mm before)
+FINEST_MM = {"cpu": 1.0, "cuda": 1.0}
 COARSEST_FINEST_MM = 2.0  # never coarser than before (images of 2 mm and more keep 2 mm)
 
 
