@@ -38,6 +38,7 @@ class Config:
     sr_voxel_size: float | None = None
     output_spaces: SpatialReferences = field(default_factory=SpatialReferences.parse)
     registration: str = "svf"
+    svf_finest_mm: float | None = None  # None: registration.svf.finest_spacing
     cerebellum: str = "cnn"
     cerebellar_atlas: str = "AAL"
     random_seed: int = 0

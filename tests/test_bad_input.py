@@ -134,6 +134,7 @@ CASES = [
     ("sr-grid-too-large", None, ["--sr-voxel-size", "0.15"], 64,
      f"{BOLD}: --sr-voxel-size 0.15 gives a 1440x1440x748 grid"),
     ("sr-factor-not-a-number", None, ["--sr-factor", "two"], 64, "not a number: 'two'"),
+    ("svf-level-too-fine", None, ["--svf-finest-mm", "0.5"], 64, "must be between 1 and 4 mm: '0.5'"),
 ]
 
 

@@ -19,6 +19,11 @@ def test_non_integer_factor_and_spaces():
     assert opts.output_spaces.strings() == ["MNI152NLin2009cAsym:res-2", "bold"]
 
 
+def test_svf_finest_level():
+    assert parse_args(["/d", "/o", "participant"]).svf_finest_mm is None  # the images decide
+    assert parse_args(["/d", "/o", "participant", "--svf-finest-mm", "1.5"]).svf_finest_mm == 1.5
+
+
 def test_unknown_level_exit_17():
     with pytest.raises(BoldSRError) as err:
         parse_args(["/d", "/o", "session"])
@@ -30,6 +35,8 @@ def test_unknown_level_exit_17():
     ["/d", "/o", "participant", "--sr-factor", "2", "--sr-voxel-size", "1.5"],
     ["/d", "/o", "participant", "--output-spaces", "bold:res-2"],
     ["/d", "/o", "participant", "--sr-method", "magic"],
+    ["/d", "/o", "participant", "--svf-finest-mm", "0.5"],
+    ["/d", "/o", "participant", "--svf-finest-mm", "fine"],
     ["/d", "/o"],
 ])
 def test_usage_errors_exit_64(argv):

@@ -99,6 +99,15 @@ def test_graph_atlas_cerebellum(tmp_path, template_cache):
     assert not any("cerebellumtissue" in s for s in sinks)
 
 
+def test_graph_svf_finest_level(tmp_path, template_cache):
+    """--svf-finest-mm reaches the SVF node; unset, the node derives it from the images (0)."""
+    wf, _ = _build(tmp_path, template_cache, with_t1w=True, svf_finest_mm=1.5)
+    node = _nodes(wf._create_flat_graph())["sub_01_wf.t1w_to_MNI152NLin2009aSym_nonlinear"]
+    assert node.inputs.finest_mm == 1.5
+    wf, _ = _build(tmp_path / "default", template_cache, with_t1w=True)
+    assert _nodes(wf._create_flat_graph())["sub_01_wf.t1w_to_MNI152NLin2009aSym_nonlinear"].inputs.finest_mm == 0
+
+
 def test_graph_affine_only(tmp_path, template_cache):
     wf, _ = _build(tmp_path, template_cache, with_t1w=True, registration="affine")
     nodes = _nodes(wf._create_flat_graph())

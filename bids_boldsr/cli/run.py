@@ -102,7 +102,7 @@ def _main(argv) -> int:
         n_gpu_procs=opts.n_gpu_procs, device=opts.device, sr_method=opts.sr_method,
         sr_precision=opts.sr_precision,
         sr_factor=opts.sr_factor, sr_voxel_size=opts.sr_voxel_size,
-        output_spaces=opts.output_spaces, registration=opts.registration,
+        output_spaces=opts.output_spaces, registration=opts.registration, svf_finest_mm=opts.svf_finest_mm,
         cerebellum=opts.cerebellum, cerebellar_atlas=opts.cerebellar_atlas,
         random_seed=opts.random_seed,
         skip_bids_validation=opts.skip_bids_validation, sloppy=opts.sloppy)

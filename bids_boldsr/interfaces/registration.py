@@ -75,6 +75,7 @@ class _NonlinearInputSpec(ThreadsInputSpec):
     sloppy = traits.Bool(False, usedefault=True)
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
     seed = traits.Int(0, usedefault=True, desc="network initialisation of nevf (--random-seed)")
+    finest_mm = traits.Float(0.0, usedefault=True, desc="finest SVF level in mm (0: finest_spacing)")
 
 
 class _NonlinearOutputSpec(TraitedSpec):
@@ -108,7 +109,8 @@ class RegisterNonlinear(ThreadLimited):
             moving, fixed, load_affine(self.inputs.affine_file), method=self.inputs.method,
             fixed_mask=nib.load(self.inputs.fixed_mask_file), moving_mask=moving_mask,
             device=self.inputs.device, sloppy=self.inputs.sloppy, seed=self.inputs.seed,
-            spacing=None if self.inputs.sloppy else finest_spacing(moving, fixed, self.inputs.device))
+            spacing=None if self.inputs.sloppy else (
+                self.inputs.finest_mm or finest_spacing(moving, fixed, self.inputs.device)))
         warp, inv_warp = save_field(result.field, cwd / "warp.nii.gz"), save_field(
             result.inverse_field, cwd / "inverse_warp.nii.gz")
         affine = save_affine(result.affine, cwd / "affine.txt")

@@ -62,7 +62,8 @@ def _t1w_to_template(wf, config, subject, t1w, target, device, write) -> Normali
         return Normalisation(linear, (linear, "xfm_file"), (linear, "inverse_xfm_file"), None)
     nonlinear = pe.Node(RegisterNonlinear(moving_file=str(t1w), fixed_file=str(target.t1w),
                                           fixed_mask_file=str(target.mask), method=config.registration,
-                                          device=device, sloppy=config.sloppy, use_gpu=device == "cuda"),
+                                          device=device, sloppy=config.sloppy, use_gpu=device == "cuda",
+                                          finest_mm=config.svf_finest_mm or 0.0),
                         name=f"t1w_to_{key}_nonlinear", mem_gb=4.0, n_procs=config.omp_nthreads)
     wf.connect([(linear, nonlinear, [("xfm_file", "affine_file"), ("moving_mask_file", "moving_mask_file")])])
     if write:
