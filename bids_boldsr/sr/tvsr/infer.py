@@ -10,7 +10,8 @@ import torch
 from ..grid import sr_target_grid
 from .acquisition import AcquisitionModel
 from .model import ResidualCNN
-from .resample import robust_scale, torch_trilinear, upsample
+from ..interpolate import apply_axis_operators
+from .resample import psf_upsample_operators, robust_scale, torch_trilinear, upsample_operators
 from ...devices import resolve_device
 from .common import autocast, data_consistency, network_input, resolve_precision, weights_sha256
 from .fast_forward import fast_forward
@@ -158,7 +159,9 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
 
     ``temporal="static"`` (the tvsr default, needs ``run_mean``): the network super-resolves the
     run's temporal mean once (with its data consistency); each volume adds its own deviation from
-    the mean, spline-interpolated and made consistent with ``fluct_dc_iters`` Landweber steps. The
+    the mean, interpolated (cubic spline; ``fluct_init="psf"``: the estimated PSF's own interpolation,
+    band-limited along k-space-truncated axes) and made consistent with ``fluct_dc_iters`` Landweber
+    steps. The
     anatomy's detail then comes from the mean (higher SNR, the same for every volume) and the time
     course is a linear function of the acquired one, so the network cannot add temporal noise.
     ``temporal="volume"``: the network on every volume, in the head box of the first one.
@@ -190,8 +193,12 @@ def run_super_resolver(model: TVSRModel, run_mean: np.ndarray | None = None):
             remember()
         deviation = np.asarray(vol3d, np.float32) - run_mean
         shape = fine_shape(vol3d, in_affine)
-        fluct = data_consistency(upsample(deviation, shape, order=3), deviation, state["acquisition"],
-                                 hyper.get("fluct_dc_iters", 0))
+        if "fluct_ops" not in state:  # "psf": the estimated PSF's own interpolation (issue 10)
+            state["fluct_ops"] = (psf_upsample_operators(deviation.shape, shape, state["acquisition"])
+                                  if hyper.get("fluct_init", "spline") == "psf"
+                                  else upsample_operators(deviation.shape, shape, 3))
+        fluct = data_consistency(apply_axis_operators(deviation, state["fluct_ops"]), deviation,
+                                 state["acquisition"], hyper.get("fluct_dc_iters", 0))
         return state["mean"] + fluct
 
     if hyper.get("temporal", "volume") == "static" and model.variant != "published":
@@ -218,6 +225,7 @@ def tvsr_metadata(checkpoint) -> dict:
             "PSFCalibrationCandidates": hyper.get("psf_calibration", 0),
             "TemporalModel": hyper.get("temporal", "volume"),
             "FluctuationDataConsistencyIterations": hyper.get("fluct_dc_iters"),
+            "FluctuationInterpolation": hyper.get("fluct_init", "spline"),
             "PriorWeightsSHA256": cfg.get("init_sha256"),
             "Device": training["device"], "Seed": cfg["seed"], "WeightsSHA256": ckpt["sha256"],
             "TorchVersion": training["torch"]}
