@@ -28,3 +28,11 @@ def test_psf_interpolation_inverts_kspace_axes_and_keeps_spline_elsewhere():
     box = AcquisitionModel(slice_axis=2, profile="box", inplane="box")
     for a, b in zip(psf_upsample_operators(coarse, fine, box), spline):  # voxel averaging: spline
         np.testing.assert_array_equal(a, b)
+
+
+def test_fluct_init_is_a_known_hyper_parameter_of_every_variant():
+    """train_tvsr rejects unknown hyper-parameters: ``--hyper fluct_init=psf`` once failed that way."""
+    from bids_boldsr.sr.tvsr.train import DEFAULTS
+
+    for variant, hyper in DEFAULTS.items():
+        assert hyper.get("fluct_init") == "spline", variant

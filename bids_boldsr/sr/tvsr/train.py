@@ -39,7 +39,7 @@ from .resample import robust_scale, torch_trilinear
 _TVSR = dict(features=16, layers=8, alpha=1e-4, steps=300, lr=2e-3, batch=4, patch=24,
              val_every=25, patience=8, loss="mse", charbonnier_eps=1e-3, flips=True, leaky=0.1,
              dc_iters=50, input_dc=0, max_volumes=48, padding_mode="replicate", psf="assumed",
-             psf_draws=2, temporal="static", fluct_dc_iters=10)
+             psf_draws=2, temporal="static", fluct_dc_iters=10, fluct_init="spline")
 DEFAULTS = {
     "tvsr": _TVSR,
     # the learned prior (train_prior.py, shipped weights), fine-tuned by the scale recursion over the
