@@ -49,6 +49,8 @@ def volume_method(method: str, checkpoint=None, device="cpu", run_mean=None, pre
             out = resolve(vol, a)
             if out.shape != tuple(s):
                 raise ValueError(f"model output {out.shape} does not match the SR grid {tuple(s)}")
+            if not np.isfinite(out).all():  # never written: the int16 encoding would hide it
+                raise FloatingPointError(f"{method} produced non-finite values; nothing is written for this run")
             return out
         run.provenance = resolve.provenance  # the run's estimated PSF, once the first volume is done
         run.precision = model.precision

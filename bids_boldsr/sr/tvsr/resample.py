@@ -33,14 +33,15 @@ def upsample_operators(coarse_shape, fine_shape, order: int = 3) -> list[np.ndar
 
 def psf_upsample_operators(coarse_shape, fine_shape, acq) -> list[np.ndarray]:
     """Per-axis interpolation matched to the acquisition model ``acq``: along an in-plane axis
-    acquired as a smaller k-space matrix, the band-limited (zero-filled k-space) interpolation,
-    i.e. the pseudo-inverse of that axis's ``B``; cubic spline along every other axis."""
+    acquired as a smaller k-space matrix, the band-limited (zero-filled k-space) interpolation, i.e.
+    the pseudo-inverse of that axis's untapered ``B`` (an apodised ``B``'s pseudo-inverse would divide
+    by the taper's near-zero edge weights); cubic spline along every other axis."""
     from .acquisition import axis_matrix
 
     ops = upsample_operators(coarse_shape, fine_shape, 3)
     for ax, (nf, nc) in enumerate(zip(fine_shape, coarse_shape)):
         if ax != acq.slice_axis and acq.inplane == "kspace":
-            ops[ax] = np.linalg.pinv(axis_matrix(int(nf), int(nc), "kspace", apodisation=acq.apodisation))
+            ops[ax] = np.linalg.pinv(axis_matrix(int(nf), int(nc), "kspace"))
     return ops
 
 

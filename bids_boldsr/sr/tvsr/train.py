@@ -47,7 +47,10 @@ DEFAULTS = {
     # consistency under the PSF estimated from the run (psf_estimate.py, its 8 best candidates
     # checked by simulation), for the mean and fluctuations
     "prior": {**_TVSR, **PRIOR_NET, "steps": 0, "lr": 2e-4, "psf": "family", "init": "prior",
-              "flip_ensemble": 8, "dc_psf": "estimate", "psf_calibration": 8},
+              "flip_ensemble": 8, "dc_psf": "estimate", "psf_calibration": 8,
+              # fluctuations: the estimated PSF's own interpolation, then as many consistency steps as
+              # the mean (0.7.3; chosen on ds-forrest's two GLM rows: docs/benchmarks-sr.md)
+              "fluct_init": "psf", "fluct_dc_iters": 50},
     "published": dict(features=16, layers=10, alpha=0.01, steps=600, lr=1e-3, batch=4, patch=12,
                       epoch_steps=10, plateau_patience=5, max_volumes=48, padding_mode="zeros",
                       dc_iters=0),
