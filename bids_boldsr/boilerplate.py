@@ -27,8 +27,9 @@ def methods_text(config, has_t1w: bool) -> str:
                          "and squaring, local normalised cross-correlation)"}.get(config.registration, "")
     reg = ("the super-resolved BOLD reference was registered to the T1w image (rigid, mutual "
            "information) and the "
-           f"T1w to each template on its own (affine, mutual information, template-based brain "
-           f"masking{nonlinear})"
+           f"T1w to each template on its own (affine, mutual information, initialised by the whole "
+           f"head matched to a head atlas built from label maps (Billot et al., 2023), then refined "
+           f"with template-based brain masking{nonlinear})"
            if has_t1w else
            "the super-resolved BOLD reference was registered directly to each template (affine, mutual "
            "information)")

@@ -95,6 +95,20 @@ def embedded_image(resolution: int = 1, cache_dir=None, **query):
     return nib.load(get_template_file(EMBEDDED, cache, resolution=resolution, **query))
 
 
+def head_atlas_file() -> Path:
+    """The shipped whole-head atlas of tissue classes in the embedded template's world (2 mm), built
+    from the SynthSeg label maps by ``python -m bids_boldsr.segmentation.head_atlas``; the first
+    stage of the T1w -> template affine (``registration.linear.register_to_template``)."""
+    return Path(__file__).parent / "data" / "registration" / "tpl-MNI152NLin2009aSym_res-2_desc-head_dseg.nii.gz"
+
+
+def head_atlas():
+    """:func:`head_atlas_file` loaded with nibabel."""
+    import nibabel as nib
+
+    return nib.load(head_atlas_file())
+
+
 def suit_files(cache_dir) -> dict:
     """TemplateFlow's tpl-SUIT: ``t1w``, the ``atlas-Diedrichsen2009`` lobules ``dseg`` and its ``tsv``
     (from TEMPLATEFLOW_HOME; the 1 mm files when several resolutions are there)."""

@@ -6,7 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_boldsr import bids
+from nipype.interfaces.base import isdefined
+
+from bids_boldsr import bids, templates
 from bids_boldsr.config import Config
 from bids_boldsr.errors import UsageError
 from bids_boldsr.spaces import Reference, SpatialReferences, parse_reference, resolve
@@ -114,6 +116,14 @@ def test_graph_every_space_kind_with_t1w(tmp_path, template_cache, monkeypatch):
     assert Path(moved.inputs.fixed_file).name == f"tpl-{MISALIGNED}_res-02_T1w.nii.gz"
     assert Path(moved.inputs.fixed_mask_file).name == f"tpl-{MISALIGNED}_res-02_desc-brain_mask.nii.gz"
     assert f"sub_01_wf.t1w_to_{MISALIGNED}_nonlinear" in nodes
+    # the first affine stage matches the head atlas, which lives in the embedded template's world:
+    # for another template it is first moved by a brain affine of the embedded template to that one
+    embedded = nodes["sub_01_wf.t1w_to_MNI152NLin2009aSym"]
+    for node in (embedded, moved):
+        assert Path(node.inputs.head_atlas_file) == templates.head_atlas_file()
+    assert not isdefined(embedded.inputs.head_atlas_t1w_file)
+    assert Path(moved.inputs.head_atlas_t1w_file).name == "tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz"
+    assert Path(moved.inputs.head_atlas_mask_file).name == "tpl-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz"
     for tpl in ("MNI152NLin2009aSym", MISALIGNED):
         assert {f"sub-01_from-T1w_to-{tpl}_mode-image_xfm.h5", f"sub-01_from-{tpl}_to-T1w_mode-image_xfm.h5",
                 f"sub-01_task-rest_space-{tpl}_desc-sr_bold.nii.gz"} <= sinks

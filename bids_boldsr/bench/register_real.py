@@ -223,10 +223,12 @@ def prepare_subject(path, labels_path, template: dict, sloppy: bool, seed: int, 
     """The shared affine, the brain mask it gives, the skull-stripped T1w (written for ANTs) and
     the subject's tissue classes."""
     from bids_boldsr.registration.linear import brain_mask_from_template, register_to_template
+    from bids_boldsr.templates import head_atlas
 
     t1w = nib.load(path)
     c0, t0 = time.process_time(), time.perf_counter()
-    matrix = register_to_template(t1w, template["t1w"], template["mask"], sloppy=sloppy, seed=seed)
+    matrix = register_to_template(t1w, template["t1w"], template["mask"], sloppy=sloppy, seed=seed,
+                                  head_atlas=head_atlas())
     affine = {"matrix": matrix, "cpu_seconds": time.process_time() - c0, "seconds": time.perf_counter() - t0}
     mask = np.asanyarray(brain_mask_from_template(t1w, template["mask"], matrix).dataobj) > 0
     data = np.asanyarray(t1w.dataobj, dtype=np.float32)

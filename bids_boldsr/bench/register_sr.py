@@ -45,7 +45,8 @@ def t1w_brain(t1w: nib.Nifti1Image, sloppy: bool):
     from ..registration.linear import brain_mask_from_template, register_to_template
 
     template, mask = tpl.embedded_image(suffix="T1w"), tpl.embedded_image(desc="brain", suffix="mask")
-    return brain_mask_from_template(t1w, mask, register_to_template(t1w, template, mask, sloppy=sloppy))
+    matrix = register_to_template(t1w, template, mask, sloppy=sloppy, head_atlas=tpl.head_atlas())
+    return brain_mask_from_template(t1w, mask, matrix)
 
 
 def references(bold_path, factor, workdir, sloppy, seed):

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     template, mask = tpl.embedded_image(suffix="T1w"), tpl.embedded_image(desc="brain", suffix="mask")
     t1w = nib.load(args.t1w)
     c0 = time.process_time()
-    affine = register_to_template(t1w, template, mask, sloppy=args.sloppy)
+    affine = register_to_template(t1w, template, mask, sloppy=args.sloppy, head_atlas=tpl.head_atlas())
     report = {"t1w": args.t1w, "method": args.method, "affine_cpu_seconds": time.process_time() - c0,
               "settings": [], "command": "bids-boldsr-bench template " + " ".join(
                   argv if argv is not None else sys.argv[1:])}

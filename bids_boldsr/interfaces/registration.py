@@ -22,6 +22,11 @@ class _RegisterInputSpec(ThreadsInputSpec):
     use_gpu = traits.Bool(False, usedefault=True, desc="declares a GPU node to MultiProc")
     skull_stripped_fixed = traits.Bool(False, usedefault=True, desc="moving has a skull, fixed is "
                                        "a skull-stripped template: two-stage brain-masked affine")
+    head_atlas_file = File(exists=True, desc="whole-head atlas of tissue classes for the first stage "
+                           "of a skull-stripped-fixed affine (templates.head_atlas_file)")
+    head_atlas_t1w_file = File(exists=True, desc="T1w of the template the head atlas lives in, when "
+                               "it is not the fixed template (the atlas is then moved by a brain affine)")
+    head_atlas_mask_file = File(exists=True, desc="brain mask of head_atlas_t1w_file")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -49,7 +54,7 @@ class RegisterLinear(ThreadLimited):
         if self.inputs.skull_stripped_fixed and fixed_mask is not None:
             matrix = register_to_template(moving, fixed, fixed_mask, dof=self.inputs.dof,
                                           device=self.inputs.device, sloppy=self.inputs.sloppy,
-                                          seed=self.inputs.seed)
+                                          seed=self.inputs.seed, head_atlas=self._head_atlas(fixed, fixed_mask))
         else:
             matrix = register_linear(moving, fixed, dof=self.inputs.dof, cost=self.inputs.cost,
                                      fixed_mask=fixed_mask, moving_mask=moving_mask,
@@ -62,6 +67,17 @@ class RegisterLinear(ThreadLimited):
             mask = brain_mask_from_template(moving, fixed_mask, matrix)
             self._results["moving_mask_file"] = save_img(mask, runtime.cwd, "moving_mask.nii.gz")
         return runtime
+
+    def _head_atlas(self, fixed, fixed_mask):
+        from ..registration.linear import head_atlas_in
+
+        if not self.inputs.head_atlas_file:
+            return None
+        atlas = nib.load(self.inputs.head_atlas_file)
+        if not self.inputs.head_atlas_t1w_file:
+            return atlas
+        return head_atlas_in(atlas, fixed, fixed_mask, nib.load(self.inputs.head_atlas_t1w_file),
+                             nib.load(self.inputs.head_atlas_mask_file), self.inputs.device, self.inputs.seed)
 
 
 class _NonlinearInputSpec(ThreadsInputSpec):

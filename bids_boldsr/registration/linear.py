@@ -289,18 +289,20 @@ def brain_mask_from_template(t1w_img: nib.Nifti1Image, template_mask_img: nib.Ni
 
 def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, template_mask: nib.Nifti1Image,
                          dof: int = 12, device="cpu", sloppy=False, init=None, seed: int = 0,
-                         moving_brain=None) -> np.ndarray:
+                         moving_brain=None, head_atlas=None) -> np.ndarray:
     """T1w with skull -> skull-stripped template (pull matrix template -> T1w); samples inside a
-    10 mm dilated template brain mask.
+    10 mm dilated template brain mask. Two stages: a first estimate, then samples landing outside the
+    template mask pulled back through it (dilated 5 mm) are dropped and the estimate is refined.
 
+    The first estimate comes from
+    * ``head_atlas`` (an image of tissue classes in the template's world, e.g.
+      ``templates.head_atlas()``; what the workflow passes): the whole T1w matched to a whole head
+      (:func:`register_to_head`);
+    * else the T1w with skull matched to the skull-stripped template itself. That estimate is not
+      corrected when it is too large: on ds-xa30 (bright scalp) the template brain spread over the
+      whole head (pulled mask 2940 ml for a template mask of 1900 ml; docs/benchmarks-registration.md).
     ``moving_brain``: a brain mask of the T1w (image or (array, affine), e.g.
-    ``segmentation.brain.brain_mask``; the workflow passes none yet). The T1w is skull-stripped by it
-    and registered in one stage, brain with brain. Without it (or when it is empty), two stages: the
-    T1w with skull, then samples landing outside the template mask pulled back through that estimate
-    (dilated 5 mm) are dropped and the estimate is refined. That mask comes from the first estimate
-    itself, so a first estimate that is too large is not corrected: on ds-xa30 (bright scalp) the
-    template brain spread over the whole head (pulled mask 2940 ml for a template mask of 1900 ml;
-    docs/benchmarks-registration.md).
+    ``segmentation.brain.brain_mask``): the T1w skull-stripped by it, registered in one stage.
     """
     tmask = np.asanyarray(template_mask.dataobj) > 0
     t_aff = np.asarray(template_mask.affine, dtype=float)
@@ -314,7 +316,49 @@ def register_to_template(t1w: nib.Nifti1Image, template: nib.Nifti1Image, templa
         sel = _mask_at((b_data, b_aff), m_data.shape, m_aff)
         m_data = normalise(m_data, sel) * sel
         return _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
-    m1 = _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
+    if head_atlas is not None:
+        m1 = register_to_head(t1w, head_atlas, dof, device, sloppy, init, seed)
+    else:
+        m1 = _register(f_data, f_aff, m_data, m_aff, wide, None, *args, init, device, sloppy, seed)
     brain = (pull_mask(dilate_mask(tmask, t_aff, 5.0), t_aff, m_data.shape, m_aff, m1), m_aff)
     m_data = normalise(m_data, _mask_at(brain, m_data.shape, m_aff))
     return _register(f_data, f_aff, m_data, m_aff, wide, brain, *args, m1, device, sloppy, seed)
+
+
+def register_to_head(t1w: nib.Nifti1Image, head_atlas: nib.Nifti1Image, dof: int = 12, device="cpu",
+                     sloppy=False, init=None, seed: int = 0) -> np.ndarray:
+    """The whole T1w -> a whole-head atlas of tissue classes (pull matrix atlas world -> T1w).
+
+    Mutual information with the class indices spread over [0, 1] (several histogram bins apart) asks
+    only that each class have its own intensities, so scalp, skull and fat need no intensity model,
+    and a skull-stripped T1w matches too (its zeros explain background and extra-cerebral classes
+    alike). Samples: the atlas head dilated 10 mm."""
+    classes = np.asanyarray(head_atlas.dataobj).astype(np.int64)
+    a_aff = np.asarray(head_atlas.affine, dtype=float)
+    values = (classes / max(int(classes.max()), 1)).astype(np.float32)
+    head = (dilate_mask(classes > 0, a_aff, 10.0), a_aff)
+    finest = _levels(a_aff, t1w.affine, sloppy)[-1]
+    m_data, m_aff = _prepare(t1w, finest, None)
+    return _register(values, a_aff, m_data, m_aff, head, None, dof, "mi", init, device, sloppy, seed)
+
+
+def head_atlas_in(head_atlas: nib.Nifti1Image, template: nib.Nifti1Image, template_mask: nib.Nifti1Image,
+                  atlas_template: nib.Nifti1Image, atlas_template_mask: nib.Nifti1Image,
+                  device="cpu", seed: int = 0) -> nib.Nifti1Image:
+    """``head_atlas`` (in ``atlas_template``'s world) moved into ``template``'s world: the two
+    skull-stripped templates registered brain to brain (12 dof, MI), the matrix folded into the
+    atlas header (no resampling of the classes)."""
+    fixed_mask = nib.Nifti1Image(dilate_mask(np.asanyarray(atlas_template_mask.dataobj) > 0,
+                                             atlas_template_mask.affine, 10.0).astype(np.uint8),
+                                 atlas_template_mask.affine)
+    # atlas-template points -> template points (the pull of ``template`` onto the atlas template)
+    matrix = register_linear(_masked(template, template_mask), _masked(atlas_template, atlas_template_mask),
+                             dof=12, cost="mi", fixed_mask=fixed_mask, device=device, seed=seed)
+    return nib.Nifti1Image(np.asanyarray(head_atlas.dataobj), matrix @ head_atlas.affine,
+                           head_atlas.header)
+
+
+def _masked(image, mask):
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    inside = _mask_at(_as_mask(mask), data.shape[:3], np.asarray(image.affine, float))
+    return nib.Nifti1Image(np.where(inside, data, 0).astype(np.float32), image.affine)

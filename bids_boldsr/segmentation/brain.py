@@ -2,8 +2,9 @@
 
 Trained on synthetic heads only (:mod:`.train_brain`, the SynthStrip recipe), so it would not depend
 on the template. Meant for the T1w -> template affine (``register_to_template(moving_brain=...)``),
-which, matching a head with skull to the skull-stripped template, lets the template brain grow over
-a bright scalp (ds-xa30). **Not used by the workflow and no weights shipped**: the weights the
+which, matching a head with skull to the skull-stripped template, let the template brain grow over
+a bright scalp (ds-xa30) before 0.8; the workflow fixes that with a head atlas instead
+(:mod:`.head_atlas`). **Not used by the workflow and no weights shipped**: the weights the
 committed recipe gives on CPU (1000 steps) cut cortex on real T1w images
 (``bids-boldsr-bench brain``, docs/benchmarks-segmentation.md).
 """

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from nipype.pipeline import engine as pe
 
+from .. import templates as tpl
 from ..bids import derivative_path, entities_of
 from ..interfaces.registration import RegisterLinear, RegisterNonlinear
 from ..interfaces.segmentation import LabelSummaries, ResampleLabels
@@ -32,8 +33,9 @@ def t1w_to_templates(wf, config, subject, t1w, spaces, device) -> dict:
     both ways. Returns ``{target key: Normalisation}``."""
     requested = {s.target.key for s in spaces.templates}
     out = {}
+    anchor_files = (spaces.anchor.target.t1w, spaces.anchor.target.mask)
     for target in spaces.targets:
-        out[target.key] = _t1w_to_template(wf, config, subject, t1w, target, device,
+        out[target.key] = _t1w_to_template(wf, config, subject, t1w, target, device, anchor_files,
                                            write=target.key in requested)
     anchor = out[spaces.anchor.target.key]
     sink(wf, anchor.affine, "moving_mask_file", derivative_path(
@@ -43,13 +45,18 @@ def t1w_to_templates(wf, config, subject, t1w, spaces, device) -> dict:
     return out
 
 
-def _t1w_to_template(wf, config, subject, t1w, target, device, write) -> Normalisation:
+def _t1w_to_template(wf, config, subject, t1w, target, device, anchor_files, write) -> Normalisation:
     key = node_safe(target.key)
     linear = pe.Node(RegisterLinear(moving_file=str(t1w), fixed_file=str(target.t1w),
                                     fixed_mask_file=str(target.mask), dof=12, cost="mi",
                                     skull_stripped_fixed=True, device=device, sloppy=config.sloppy,
                                     seed=config.random_seed),
                      name=f"t1w_to_{key}", mem_gb=3.0, n_procs=config.omp_nthreads)
+    # first affine stage: the whole T1w to a whole-head atlas (a bright scalp cannot pull the
+    # skull-stripped template over the head); the atlas is in the embedded template's world
+    linear.inputs.head_atlas_file = str(tpl.head_atlas_file())
+    if target.name != tpl.EMBEDDED:
+        linear.inputs.head_atlas_t1w_file, linear.inputs.head_atlas_mask_file = map(str, anchor_files)
     ents = {"sub": subject}
 
     def xfm_path(src, dst, ext, **extra):
