@@ -25,7 +25,8 @@ def _dice(a, b) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
-def _ml(mask, affine) -> float:
+def mask_ml(mask, affine) -> float:
+    """Volume of a boolean mask in ml."""
     return float(np.count_nonzero(mask) * abs(np.linalg.det(affine[:3, :3])) / 1000)
 
 
@@ -61,12 +62,12 @@ def real_head(path: str, template_res: int, seed: int, weights) -> dict:
     learned = brain_mask(t1w, weights)
     cpu = time.process_time() - c0
     mask = np.asanyarray(learned.dataobj) > 0
-    row = {"t1w": Path(path).name, "learned_ml": _ml(mask, t1w.affine), "learned_cpu_seconds": cpu,
-           "template_mask_ml": _ml(np.asanyarray(tmask.dataobj) > 0, tmask.affine)}
+    row = {"t1w": Path(path).name, "learned_ml": mask_ml(mask, t1w.affine), "learned_cpu_seconds": cpu,
+           "template_mask_ml": mask_ml(np.asanyarray(tmask.dataobj) > 0, tmask.affine)}
     for name, brain in (("without", None), ("with", learned)):
         matrix = register_to_template(t1w, template, tmask, seed=seed, moving_brain=brain)
         pulled = np.asanyarray(brain_mask_from_template(t1w, tmask, matrix).dataobj) > 0
-        row[f"pulled_ml_{name}_learned_mask"] = _ml(pulled, t1w.affine)
+        row[f"pulled_ml_{name}_learned_mask"] = mask_ml(pulled, t1w.affine)
         row[f"pulled_dice_with_learned_{name}_learned_mask"] = _dice(pulled, mask)
     return row
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
         mask = np.asanyarray(brain_mask(img, args.weights).dataobj) > 0
         truth = np.asanyarray(nib.load(dseg).dataobj) > 0
         report["labelled"].append({"t1w": Path(t1w).name, "dice": _dice(mask, truth),
-                                   "ml": _ml(mask, img.affine), "truth_ml": _ml(truth, img.affine)})
+                                   "ml": mask_ml(mask, img.affine), "truth_ml": mask_ml(truth, img.affine)})
     report["heads"] = [real_head(t, args.template_res, args.seed, args.weights) for t in args.t1w]
     text = json.dumps(report, indent=1)
     print(text)

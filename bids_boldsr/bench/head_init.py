@@ -18,15 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .brain import mask_ml as _ml
+from .register_real import dice as _dice
+
 STAGES = ("template", "head")
-
-
-def _dice(a, b) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
-
-
-def _ml(mask, affine) -> float:
-    return float(np.count_nonzero(mask) * abs(np.linalg.det(affine[:3, :3])) / 1000)
 
 
 def one_t1w(path, labels, template, tmask, atlas, sloppy, seed) -> dict:

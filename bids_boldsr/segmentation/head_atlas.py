@@ -32,7 +32,6 @@ from scipy import ndimage
 from .synth import CSF, GM, WM
 from .train import HOLDOUT, training_files
 
-FILE_NAME = "tpl-MNI152NLin2009aSym_res-2_desc-head_dseg.nii.gz"
 # extra-cerebral labels of the SynthSeg maps, the five largest apart, the rest together
 EXTRA_GROUPS = ((507,), (511,), (515,), (516,), (509,))
 CLASSES = ("background", "CSF", "GM", "WM", "extra-507", "extra-511", "extra-515", "extra-516",
@@ -98,7 +97,7 @@ def build(labelmaps, out, holdout=HOLDOUT, seed=0, cache_dir=None) -> dict:
     image.header.set_xyzt_units("mm")
     image.set_qform(grid, 1)
     image.set_sform(grid, 1)
-    path = out / FILE_NAME
+    path = out / tpl.head_atlas_file().name
     tmp = path.with_name("tmp_" + path.name)
     nib.save(image, tmp)
     tmp.replace(path)

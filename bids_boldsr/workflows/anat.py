@@ -33,9 +33,8 @@ def t1w_to_templates(wf, config, subject, t1w, spaces, device) -> dict:
     both ways. Returns ``{target key: Normalisation}``."""
     requested = {s.target.key for s in spaces.templates}
     out = {}
-    anchor_files = (spaces.anchor.target.t1w, spaces.anchor.target.mask)
     for target in spaces.targets:
-        out[target.key] = _t1w_to_template(wf, config, subject, t1w, target, device, anchor_files,
+        out[target.key] = _t1w_to_template(wf, config, subject, t1w, target, device, spaces.anchor.target,
                                            write=target.key in requested)
     anchor = out[spaces.anchor.target.key]
     sink(wf, anchor.affine, "moving_mask_file", derivative_path(
@@ -45,7 +44,7 @@ def t1w_to_templates(wf, config, subject, t1w, spaces, device) -> dict:
     return out
 
 
-def _t1w_to_template(wf, config, subject, t1w, target, device, anchor_files, write) -> Normalisation:
+def _t1w_to_template(wf, config, subject, t1w, target, device, anchor, write) -> Normalisation:
     key = node_safe(target.key)
     linear = pe.Node(RegisterLinear(moving_file=str(t1w), fixed_file=str(target.t1w),
                                     fixed_mask_file=str(target.mask), dof=12, cost="mi",
@@ -53,10 +52,10 @@ def _t1w_to_template(wf, config, subject, t1w, target, device, anchor_files, wri
                                     seed=config.random_seed),
                      name=f"t1w_to_{key}", mem_gb=3.0, n_procs=config.omp_nthreads)
     # first affine stage: the whole T1w to a whole-head atlas (a bright scalp cannot pull the
-    # skull-stripped template over the head); the atlas is in the embedded template's world
+    # skull-stripped template over the head); the atlas is in the anchor (embedded) template's world
     linear.inputs.head_atlas_file = str(tpl.head_atlas_file())
-    if target.name != tpl.EMBEDDED:
-        linear.inputs.head_atlas_t1w_file, linear.inputs.head_atlas_mask_file = map(str, anchor_files)
+    if target.key != anchor.key:
+        linear.inputs.head_atlas_t1w_file, linear.inputs.head_atlas_mask_file = str(anchor.t1w), str(anchor.mask)
     ents = {"sub": subject}
 
     def xfm_path(src, dst, ext, **extra):
